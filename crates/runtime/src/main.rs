@@ -1,0 +1,85 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use esb_runtime::config::{Config, LogFormat};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    init_tracing(config.log_format);
+    let invoke_addr = config.invoke_addr;
+    let api_addr = config.runtime_api_addr;
+    let logs_url = config.logs_url.clone();
+    let spec = match config.validate() {
+        Ok(spec) => spec,
+        Err(e) => {
+            tracing::error!("invalid configuration: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if let Err(e) = &spec.launch {
+        tracing::error!(error = %e, "the runtime cannot start; every invocation will return this error");
+    }
+    // One thread is enough for one invocation at a time, and keeps the
+    // shim's footprint small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let invoke = TcpListener::bind(invoke_addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {invoke_addr}: {e}"))?;
+        let api = TcpListener::bind(api_addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {api_addr}: {e}"))?;
+        tracing::info!(%invoke_addr, runtime_api = %api_addr, function = %spec.name, "esb-runtime listening");
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping");
+            signals.cancel();
+        });
+        esb_runtime::serve(spec, invoke, api, logs_url, shutdown).await?;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ESB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
