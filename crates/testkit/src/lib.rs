@@ -43,6 +43,8 @@ pub fn python() -> PathBuf {
 /// A worker shim served in-process on ephemeral loopback ports.
 pub struct Shim {
     pub url: String,
+    /// `host:port` of the shim's Runtime API.
+    pub runtime_api: String,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
@@ -51,22 +53,29 @@ pub struct Shim {
 impl Shim {
     /// Starts the shim with `esb-runtime` command-line arguments.
     pub async fn start(args: &[&str]) -> Shim {
+        Shim::start_with_logs(args, None).await
+    }
+
+    /// Starts the shim shipping function output to `logs_url`.
+    pub async fn start_with_logs(args: &[&str], logs_url: Option<String>) -> Shim {
         let spec = parse_config(args);
         let invoke = TcpListener::bind("127.0.0.1:0").await.expect("bind invoke");
         let api = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind runtime api");
         let url = format!("http://{}", invoke.local_addr().expect("addr"));
+        let runtime_api = api.local_addr().expect("addr").to_string();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(esb_runtime::serve(
             spec,
             invoke,
             api,
-            None,
+            logs_url,
             shutdown.clone(),
         ));
         Shim {
             url,
+            runtime_api,
             client: reqwest::Client::new(),
             shutdown,
             task,
@@ -75,6 +84,11 @@ impl Shim {
 
     /// A shim running the Python fixture function with awslambdaric.
     pub async fn python(handler: &str, extra: &[&str]) -> Shim {
+        Shim::python_with_logs(handler, extra, None).await
+    }
+
+    /// The Python fixture function, shipping its output to `logs_url`.
+    pub async fn python_with_logs(handler: &str, extra: &[&str], logs_url: Option<String>) -> Shim {
         let python = python();
         let root = fixture("functions/python");
         let mut args = vec![
@@ -88,7 +102,7 @@ impl Shim {
             handler,
         ];
         args.extend_from_slice(extra);
-        Shim::start(&args).await
+        Shim::start_with_logs(&args, logs_url).await
     }
 
     pub fn invocations_url(&self) -> String {

@@ -2,21 +2,17 @@
 //! fixture function of the shim tests. The event's "action" picks what it
 //! does, like the Python fixture.
 
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::{json, Value};
 
-#[derive(Debug)]
-struct FixtureError(String);
-
-impl std::fmt::Display for FixtureError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+fn fixture_error(message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        error_type: "FixtureError".into(),
+        error_message: message.into(),
     }
 }
 
-impl std::error::Error for FixtureError {}
-
-async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
+async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     let (payload, ctx) = event.into_parts();
     let action = payload
         .get("action")
@@ -40,9 +36,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
             }
             Ok(json!("printed"))
         }
-        "error" => Err(Box::new(FixtureError(
-            payload["message"].as_str().unwrap_or("boom").to_owned(),
-        ))),
+        "error" => Err(fixture_error(payload["message"].as_str().unwrap_or("boom"))),
         "panic" => panic!("fixture panic"),
         "sleep" => {
             let secs = payload["seconds"].as_f64().unwrap_or(1.0);
@@ -53,7 +47,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
         "big" => Ok(json!(
             "x".repeat(payload["size"].as_u64().unwrap_or(0) as usize)
         )),
-        other => Err(Box::new(FixtureError(format!("unknown action {other}")))),
+        other => Err(fixture_error(format!("unknown action {other}"))),
     }
 }
 
