@@ -335,12 +335,24 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         let file = dir.join("bootstrap");
         std::fs::write(&file, "#!/bin/sh\n").expect("write");
-        let none = resolve_launch(Some("provided"), None, &[], "python3", std::slice::from_ref(&file));
+        let none = resolve_launch(
+            Some("provided"),
+            None,
+            &[],
+            "python3",
+            std::slice::from_ref(&file),
+        );
         assert!(none.is_err(), "a non-executable bootstrap is not valid");
         std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
-        let l = resolve_launch(Some("provided"), None, &[], "python3", std::slice::from_ref(&file))
-            .expect("launch");
+        let l = resolve_launch(
+            Some("provided"),
+            None,
+            &[],
+            "python3",
+            std::slice::from_ref(&file),
+        )
+        .expect("launch");
         assert_eq!(l.program, file.display().to_string());
         std::fs::remove_dir_all(dir).expect("cleanup");
     }

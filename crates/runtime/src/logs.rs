@@ -4,7 +4,7 @@
 //! Lambda-style `START`/`END`/`REPORT` lines frame each invocation.
 
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -70,6 +70,14 @@ struct Current {
 struct State {
     current: Option<Current>,
     partial: [Vec<u8>; 2],
+}
+
+/// How `read_available` reads: after the reactor reported readiness, or
+/// directly, to drain what is already in the pipe.
+#[derive(Clone, Copy)]
+enum Read {
+    Ready,
+    Drain,
 }
 
 /// The two pipes the runtime writes to, and what is done with each line.
@@ -139,7 +147,10 @@ impl LogCapture {
                 return;
             }
             let mut state = self.lock();
-            if self.read_available(&mut state, stream).is_err() {
+            if self
+                .read_available(&mut state, stream, Read::Ready)
+                .is_err()
+            {
                 return;
             }
         }
@@ -166,7 +177,7 @@ impl LogCapture {
         let mut state = self.lock();
         for stream in [Stream::Stdout, Stream::Stderr] {
             // A read error here only means nothing more can be collected.
-            let _ = self.read_available(&mut state, stream);
+            let _ = self.read_available(&mut state, stream, Read::Drain);
             let partial = std::mem::take(&mut state.partial[stream as usize]);
             if !partial.is_empty() {
                 self.emit(&mut state, stream, &partial);
@@ -196,10 +207,20 @@ impl LogCapture {
     }
 
     /// Reads everything the pipe holds right now, emitting complete lines.
-    fn read_available(&self, state: &mut State, stream: Stream) -> io::Result<()> {
+    fn read_available(&self, state: &mut State, stream: Stream, how: Read) -> io::Result<()> {
+        let reader = &self.readers[stream as usize];
         let mut buf = [0u8; 16 * 1024];
         loop {
-            match self.readers[stream as usize].try_read(&mut buf) {
+            let read = match how {
+                Read::Ready => reader.try_read(&mut buf),
+                // The reactor may not have seen the pipe become readable
+                // yet; read the descriptor directly so that everything the
+                // runtime wrote before answering is collected.
+                Read::Drain => {
+                    nix::unistd::read(reader.as_raw_fd(), &mut buf).map_err(io::Error::from)
+                }
+            };
+            match read {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     let mut chunk = &buf[..n];
