@@ -1,0 +1,1 @@
+//! The ESB agent.

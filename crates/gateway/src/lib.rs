@@ -1,0 +1,5 @@
+//! The ESB gateway.
+
+pub mod auth;
+pub mod event;
+pub mod route;
