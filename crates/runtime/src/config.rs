@@ -120,6 +120,9 @@ pub struct FunctionSpec {
     pub region: String,
     pub account_id: String,
     pub task_root: PathBuf,
+    /// Variables the runtime process gets on top of the shim's own
+    /// environment (for embedders running several shims in one process).
+    pub environment: Vec<(String, String)>,
     /// How to start the language runtime, or why it cannot be started.
     /// A bad runtime or handler does not stop the shim: every invocation is
     /// answered with the AWS-shaped init error instead.
@@ -197,6 +200,7 @@ impl Config {
             region: self.region,
             account_id: self.account_id,
             task_root: self.task_root,
+            environment: Vec::new(),
             launch,
         })
     }

@@ -578,6 +578,7 @@ fn runtime_environment(
 ) -> HashMap<String, String> {
     let mut env: HashMap<String, String> =
         inherited.filter(|(k, _)| !k.starts_with("ESB_")).collect();
+    env.extend(spec.environment.iter().cloned());
     let mut set = |k: &str, v: String| {
         env.insert(k.to_owned(), v);
     };
@@ -630,6 +631,7 @@ mod tests {
             region: "eu-west-1".into(),
             account_id: "000000000000".into(),
             task_root: PathBuf::from("/var/task"),
+            environment: vec![("TABLE".into(), "items".into())],
             launch: Ok(Launch {
                 program: "python3".into(),
                 args: vec![],
@@ -659,6 +661,7 @@ mod tests {
         assert_eq!(env["AWS_REGION"], "eu-west-1");
         assert_eq!(env["AWS_DEFAULT_REGION"], "ap-south-1");
         assert_eq!(env["PATH"], "/usr/bin");
+        assert_eq!(env["TABLE"], "items");
         assert!(!env.contains_key("ESB_LOGS_URL"));
     }
 
