@@ -1,0 +1,263 @@
+//! The OS boundary: a [`Backend`] creates, pauses, destroys and inspects
+//! workers and reports their exits. The session code is generic over it;
+//! tests use fakes, production uses [`docker::DockerBackend`].
+
+pub mod docker;
+pub mod health;
+mod route;
+
+use std::future::Future;
+use std::time::Duration;
+
+use esb_contracts::agent::{
+    CreateWorker, Error as WireError, ErrorCode, RuntimeKind, Worker, WorkerEvent, WorkerMetrics,
+};
+use tokio::sync::broadcast;
+
+/// A runtime that runs workers on this node.
+///
+/// Implementations must be cheap to share (`Arc<B>`) and safe to call
+/// concurrently: the agent runs commands in parallel. Every method must be
+/// bounded in time (a hung runtime must end in an error, not a hang).
+///
+/// Workers are identified by the gateway's `worker_id`
+/// ([`CreateWorker::worker_id`]), never by the backend's own ids.
+pub trait Backend: Send + Sync + 'static {
+    /// The runtime kind announced in `Register`.
+    fn runtime(&self) -> RuntimeKind;
+
+    /// Creates and starts a worker and returns it once its invoke endpoint is
+    /// ready (`GET /health` answers 200), in state `READY` with `address`
+    /// set to `host:port`. On any failure nothing is left behind.
+    /// The agent validates `spec` before calling (ids, image, memory).
+    fn create(
+        &self,
+        spec: CreateWorker,
+    ) -> impl Future<Output = Result<Worker, BackendError>> + Send;
+
+    /// Removes a worker, whatever its state. Unknown workers give
+    /// [`BackendError::NotFound`].
+    fn destroy(&self, worker_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Freezes a running worker.
+    fn pause(&self, worker_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Thaws a paused worker.
+    fn resume(&self, worker_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Every worker of this node, in any state.
+    fn list(&self) -> impl Future<Output = Result<Vec<Worker>, BackendError>> + Send;
+
+    /// Resource usage of one worker.
+    fn metrics(
+        &self,
+        worker_id: &str,
+    ) -> impl Future<Output = Result<WorkerMetrics, BackendError>> + Send;
+
+    /// The workers to announce in `Register`, called before each
+    /// registration. Backends reap what cannot be used here (exited workers,
+    /// workers whose endpoint does not answer) and return the rest.
+    /// The default is [`Backend::list`] without the exited workers.
+    fn adopt(&self) -> impl Future<Output = Result<Vec<Worker>, BackendError>> + Send {
+        async move {
+            let mut workers = self.list().await?;
+            workers.retain(|w| w.state() != esb_contracts::agent::WorkerState::Exited);
+            Ok(workers)
+        }
+    }
+
+    /// A new subscription to worker events (exits, OOM kills) from now on.
+    /// Each session subscribes once; a lagging subscriber loses the oldest
+    /// events (the next `Register` lists the workers that are left).
+    fn events(&self) -> broadcast::Receiver<WorkerEvent>;
+}
+
+/// Why a backend operation failed. Mapped to the wire's `Error` in one
+/// place, [`BackendError::to_wire`].
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// No worker with this id on this node.
+    #[error("worker {worker_id} not found")]
+    NotFound {
+        /// The gateway's worker id.
+        worker_id: String,
+    },
+    /// The worker's image is not on the node (and could not be pulled).
+    #[error("image {image} not found (worker {worker_id})")]
+    ImageNotFound {
+        /// The gateway's worker id.
+        worker_id: String,
+        /// The image as requested.
+        image: String,
+    },
+    /// The worker's process ended (or could not start) before it was ready.
+    #[error("worker {worker_id} (image {image}) failed to start: {reason}")]
+    StartFailed {
+        /// The gateway's worker id.
+        worker_id: String,
+        /// The image as requested.
+        image: String,
+        /// What happened, e.g. `exited with code 64`.
+        reason: String,
+        /// The last lines the worker printed.
+        logs: String,
+    },
+    /// The worker did not become ready in time.
+    #[error("worker {worker_id} (image {image}) not ready within {timeout:?}")]
+    NotReady {
+        /// The gateway's worker id.
+        worker_id: String,
+        /// The image as requested.
+        image: String,
+        /// The start timeout that expired.
+        timeout: Duration,
+        /// The last lines the worker printed.
+        logs: String,
+    },
+    /// The request cannot be carried out as given.
+    #[error("invalid request for worker {worker_id}: {reason}")]
+    Invalid {
+        /// The gateway's worker id.
+        worker_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A worker with this id already exists.
+    #[error("worker {worker_id} already exists")]
+    AlreadyExists {
+        /// The gateway's worker id.
+        worker_id: String,
+    },
+    /// The worker is in a state that does not allow the operation.
+    #[error("cannot {operation} worker {worker_id} in state {state}")]
+    InvalidState {
+        /// The gateway's worker id.
+        worker_id: String,
+        /// `pause`, `resume`, ...
+        operation: &'static str,
+        /// The backend's name of the state.
+        state: String,
+    },
+    /// The node has no room for another worker.
+    #[error("no capacity for worker {worker_id}: {reason}")]
+    Capacity {
+        /// The gateway's worker id.
+        worker_id: String,
+        /// Which limit was hit.
+        reason: String,
+    },
+    /// The agent cannot reach the worker's network safely (it is not
+    /// attached to the network, or has no local route to the address).
+    #[error("no local route to {address} on network {network}")]
+    Unroutable {
+        /// The Docker network.
+        network: String,
+        /// The address the agent refused to contact.
+        address: String,
+    },
+    /// Network address mode needs the agent to run in a container attached
+    /// to the workers' network (inside the box).
+    #[error("the agent is not running in a container attached to network {network}; use loopback addresses outside the box")]
+    NotAttached {
+        /// The Docker network.
+        network: String,
+    },
+    /// A Docker Engine API call failed.
+    #[error("docker {operation} failed (worker {worker_id})")]
+    Docker {
+        /// The API operation, e.g. `create container`.
+        operation: &'static str,
+        /// The gateway's worker id, empty for node-wide operations.
+        worker_id: String,
+        /// The engine's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// An I/O operation failed (process backends).
+    #[error("{operation} failed (worker {worker_id})")]
+    Io {
+        /// What was being done, e.g. `spawn runtime`.
+        operation: &'static str,
+        /// The gateway's worker id, empty for node-wide operations.
+        worker_id: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BackendError {
+    /// The wire error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::ImageNotFound { .. } => ErrorCode::ImageNotFound,
+            Self::StartFailed { .. } => ErrorCode::StartFailed,
+            Self::NotReady { .. } => ErrorCode::NotReady,
+            Self::Invalid { .. } | Self::AlreadyExists { .. } | Self::InvalidState { .. } => {
+                ErrorCode::Invalid
+            }
+            Self::Capacity { .. } => ErrorCode::Capacity,
+            Self::Unroutable { .. }
+            | Self::NotAttached { .. }
+            | Self::Docker { .. }
+            | Self::Io { .. } => ErrorCode::Backend,
+        }
+    }
+
+    /// The wire error sent to the gateway: the code and a message with the
+    /// error's context (ids, image, the worker's last log lines), never the
+    /// engine's or the OS's internal error text. The one place where backend
+    /// errors meet the wire; the caller logs the full error once.
+    pub fn to_wire(&self) -> WireError {
+        let message = match self {
+            Self::StartFailed { logs, .. } | Self::NotReady { logs, .. } if !logs.is_empty() => {
+                format!("{self}; last log lines:\n{logs}")
+            }
+            Self::Docker { .. } | Self::Io { .. } => {
+                format!("{self}: internal backend error, see the agent's log")
+            }
+            _ => self.to_string(),
+        };
+        WireError {
+            code: self.code() as i32,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_errors_carry_code_and_context_but_no_internal_text() {
+        let e = BackendError::ImageNotFound {
+            worker_id: "w1".into(),
+            image: "fn:latest".into(),
+        }
+        .to_wire();
+        assert_eq!(e.code(), ErrorCode::ImageNotFound);
+        assert!(e.message.contains("fn:latest"), "{}", e.message);
+
+        let e = BackendError::NotReady {
+            worker_id: "w1".into(),
+            image: "fn:latest".into(),
+            timeout: Duration::from_secs(30),
+            logs: "Traceback: boom".into(),
+        }
+        .to_wire();
+        assert_eq!(e.code(), ErrorCode::NotReady);
+        assert!(e.message.contains("boom") && e.message.contains("w1"));
+
+        let e = BackendError::Io {
+            operation: "spawn runtime",
+            worker_id: "w2".into(),
+            source: std::io::Error::other("secret internal detail"),
+        }
+        .to_wire();
+        assert_eq!(e.code(), ErrorCode::Backend);
+        assert!(!e.message.contains("secret"), "{}", e.message);
+        assert!(e.message.contains("w2"));
+    }
+}
