@@ -1,1 +1,97 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use esb_gateway::config::Config;
+use esb_gateway::Listeners;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    let json = config.log_format == "json";
+    init_tracing(json);
+    let settings = match config.validate() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("invalid configuration: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let bind = |addr: std::net::SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+        };
+        let https = match settings.tls {
+            Some(_) => Some(bind(config.https_addr).await?),
+            None => {
+                tracing::warn!("no TLS certificate configured: HTTPS is off");
+                None
+            }
+        };
+        let listeners = Listeners {
+            https,
+            http: bind(config.http_addr).await?,
+            grpc: bind(config.grpc_addr).await?,
+        };
+        tracing::info!(
+            https = %config.https_addr, http = %config.http_addr, grpc = %config.grpc_addr,
+            "esb-gateway listening"
+        );
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signals.cancel();
+        });
+        esb_gateway::serve(settings, listeners, shutdown).await?;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ESB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

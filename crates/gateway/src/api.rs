@@ -1,0 +1,293 @@
+//! The client-facing HTTP API: login, the template's routes, health,
+//! metrics and the admin API. Served identically on HTTPS and HTTP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::event;
+use crate::route::{RouteAuth, RouteMatch};
+use crate::worker::WorkerRequest;
+use crate::Gateway;
+
+/// Largest request body accepted on a route: Lambda's synchronous limit.
+pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+
+/// The scheme and port a request came in on, for `X-Forwarded-*`.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalPort(pub (&'static str, u16));
+
+/// The ids of one request, on every response.
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    pub request_id: String,
+    pub trace_id: String,
+}
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/user/auth/v1", post(login))
+        .route("/admin/v1/functions", get(admin_functions))
+        .route("/admin/v1/routes", get(admin_routes))
+        .route("/admin/v1/pools", get(admin_pools))
+        .route("/admin/v1/nodes", get(admin_nodes))
+        .route("/admin/v1/workers", get(admin_workers))
+        .fallback(dispatch)
+        .layer(middleware::from_fn(request_ids))
+        .with_state(gateway)
+}
+
+/// Gives every request an `x-amzn-RequestId` and an `X-Amzn-Trace-Id`
+/// (the caller's when it sent a valid one) and puts both on the response.
+async fn request_ids(mut request: Request, next: Next) -> Response {
+    let trace_id = request
+        .headers()
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| t.starts_with("Root=") && t.len() <= 512)
+        .map(str::to_owned)
+        .unwrap_or_else(new_trace_id);
+    let ids = RequestIds {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        trace_id,
+    };
+    request.extensions_mut().insert(ids.clone());
+    let span =
+        tracing::info_span!("request", request_id = %ids.request_id, trace_id = %ids.trace_id);
+    let mut response = {
+        use tracing::Instrument as _;
+        next.run(request).instrument(span).await
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
+        headers.insert("x-amzn-requestid", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ids.trace_id) {
+        headers.insert("x-amzn-trace-id", v);
+    }
+    response
+}
+
+fn new_trace_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{secs:08x}-{}", &id[..24])
+}
+
+async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
+    Json(json!({
+        "status": "ok",
+        "functions": gateway.catalog().functions.len(),
+        "nodes": gateway.registry.list().len(),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gateway.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn login(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let api_key = header(&headers, "x-api-key");
+    let result = gateway.auth.login(api_key, &body)?;
+    Ok(Json(result).into_response())
+}
+
+fn authorize(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
+    gateway
+        .auth
+        .verify_bearer(header(headers, "authorization"))?;
+    Ok(())
+}
+
+async fn admin_functions(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers)?;
+    Ok(Json(json!({ "functions": gateway.catalog().source.functions })).into_response())
+}
+
+async fn admin_routes(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers)?;
+    Ok(Json(json!({ "routes": gateway.catalog().source.routes })).into_response())
+}
+
+async fn admin_pools(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers)?;
+    Ok(Json(json!({ "pools": gateway.pools.summaries() })).into_response())
+}
+
+async fn admin_nodes(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers)?;
+    let nodes: Vec<_> = gateway
+        .registry
+        .list()
+        .iter()
+        .map(|n| n.summary())
+        .collect();
+    Ok(Json(json!({ "nodes": nodes })).into_response())
+}
+
+async fn admin_workers(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers)?;
+    Ok(Json(json!({ "workers": gateway.pools.workers() })).into_response())
+}
+
+/// A request on one of the template's routes: match, authenticate, build
+/// the event, run the function, map its output.
+async fn dispatch(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(ids): Extension<RequestIds>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let catalog = gateway.catalog();
+    let (route, path_parameters) = match catalog.routes.lookup(&parts.method, parts.uri.path()) {
+        RouteMatch::Found {
+            route,
+            path_parameters,
+        } => (route, path_parameters),
+        RouteMatch::MethodNotAllowed { allowed } => {
+            return Err(ApiError::MethodNotAllowed { allowed })
+        }
+        RouteMatch::NotFound => return Err(ApiError::RouteNotFound),
+    };
+    // API Gateway runs the authorizer before the API key check.
+    let claims = match route.auth() {
+        RouteAuth::Jwt => Some(
+            gateway
+                .auth
+                .verify_bearer(header(&parts.headers, "authorization"))?,
+        ),
+        RouteAuth::None => None,
+    };
+    if route.api_key_required() {
+        gateway
+            .auth
+            .check_api_key(header(&parts.headers, "x-api-key"))?;
+    }
+    let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::PayloadTooLarge {
+                limit: MAX_REQUEST_BYTES,
+            })
+        }
+        Err(_) => return Err(ApiError::BodyRead),
+    };
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let source_ip = peer.map_or(IpAddr::from([127, 0, 0, 1]), |p| p.ip());
+    let local_port = parts.extensions.get::<LocalPort>().map(|p| p.0);
+    let payload = event::build_event(&event::ProxyRequest {
+        method: &parts.method,
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        version: parts.version,
+        headers: &parts.headers,
+        header_names: &[],
+        body: &body,
+        source_ip,
+        forwarding: local_port.map(|(proto, port)| event::Forwarding { proto, port }),
+        trace_id: Some(&ids.trace_id),
+        api: &gateway.api,
+        route,
+        path_parameters: &path_parameters,
+        claims: claims.as_ref(),
+        request_id: &ids.request_id,
+        request_time: std::time::SystemTime::now(),
+    });
+    let payload = Bytes::from(serde_json::to_vec(&payload).unwrap_or_default());
+    let function = route.function().to_owned();
+    let invoked = gateway
+        .pools
+        .invoke(
+            &function,
+            &WorkerRequest {
+                payload,
+                request_id: ids.request_id.clone(),
+                trace_id: ids.trace_id.clone(),
+                tail: false,
+                client_context: None,
+                invoked_function_arn: None,
+            },
+        )
+        .await?;
+    let response = invoked.response;
+    if response.function_error.is_some() {
+        let error_type = response
+            .error_type()
+            .unwrap_or_else(|| "Unknown".to_owned());
+        return Err(if error_type == "Sandbox.Timedout" {
+            ApiError::FunctionTimeout { function }
+        } else {
+            ApiError::FunctionFailed {
+                function,
+                error_type,
+            }
+        });
+    }
+    let mapped = event::map_response(route.payload(), &response.body).map_err(|source| {
+        ApiError::BadFunctionResponse {
+            function: function.clone(),
+            source,
+        }
+    })?;
+    Ok(into_http(mapped))
+}
+
+fn into_http(mapped: event::HttpResponse) -> Response {
+    let mut response = Response::new(Body::from(mapped.body));
+    *response.status_mut() = StatusCode::from_u16(mapped.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = response.headers_mut();
+    for (name, value) in mapped.headers.iter() {
+        headers.append(name.clone(), value.clone());
+    }
+    response
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
