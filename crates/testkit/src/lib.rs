@@ -1,5 +1,10 @@
-//! Test support: fixture paths, the host's Lambda runtime clients, and the
-//! worker shim started in-process on ephemeral ports.
+//! Test support: fixture paths, the host's Lambda runtime clients, the
+//! worker shim started in-process on ephemeral ports, a process-based agent
+//! backend, a test PKI, and whole stacks (gateway + agent) in-process.
+
+pub mod pki;
+pub mod process;
+pub mod stack;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
