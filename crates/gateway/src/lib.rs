@@ -194,12 +194,15 @@ pub async fn serve(
         let mut server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-        if let Some(tls) = &gateway.settings.tls {
-            server = server.tls_config(tls.grpc_config())?;
-        } else {
-            tracing::warn!(
-                "no TLS configured: the gRPC port accepts agents without authentication"
-            );
+        // Agents authenticate with client certificates: the gRPC port uses
+        // TLS exactly when there is a CA to check them against.
+        match &gateway.settings.tls {
+            Some(tls) if tls.client_ca_pem.is_some() => {
+                server = server.tls_config(tls.grpc_config())?;
+            }
+            _ => tracing::warn!(
+                "no agent CA configured: the gRPC port accepts agents in plain text, without authentication"
+            ),
         }
         let service = NodeServiceServer::new(NodeGrpc::new(Arc::clone(&registry)));
         let stop = shutdown.clone();
