@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use esb_contracts::agent::{
     agent_message, command, gateway_message, node_service_server::NodeService, reply, AgentMessage,
-    Capacity, Command, GatewayMessage, Registered, RuntimeKind, Worker, WorkerEvent,
+    Capacity, Command, GatewayMessage, Registered, Reply, RuntimeKind, Worker, WorkerEvent,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -125,6 +125,14 @@ impl Node {
                     timeout,
                 })
             }
+        }
+    }
+
+    /// Hands a reply to the call waiting for it.
+    pub(crate) fn deliver(&self, reply: Reply) {
+        let waiter = self.lock_pending().remove(&reply.id);
+        if let (Some(waiter), Some(result)) = (waiter, reply.result) {
+            let _ = waiter.send(result);
         }
     }
 
@@ -315,6 +323,37 @@ impl NodeRegistry {
     }
 }
 
+/// A node driven by a test instead of an agent: the test reads the
+/// commands from the returned receiver and answers with [`Node::deliver`].
+#[cfg(test)]
+pub(crate) fn attach_test_node(
+    registry: &NodeRegistry,
+    id: &str,
+    memory_mb: u64,
+) -> (Arc<Node>, mpsc::Receiver<Result<GatewayMessage, Status>>) {
+    let (tx, rx) = mpsc::channel(64);
+    let node = Arc::new(Node {
+        id: id.to_owned(),
+        runtime: RuntimeKind::Process,
+        capacity: Capacity {
+            memory_mb,
+            max_workers: 0,
+        },
+        labels: HashMap::new(),
+        agent_version: "test".into(),
+        session: registry.sessions.fetch_add(1, Ordering::Relaxed),
+        outbound: Mutex::new(Some(tx)),
+        pending: Mutex::new(HashMap::new()),
+        next_command: AtomicU64::new(1),
+        reserved_mb: AtomicU64::new(0),
+        workers: AtomicU32::new(0),
+        last_seen: Mutex::new(Instant::now()),
+        connected_at: Instant::now(),
+    });
+    registry.lock().insert(id.to_owned(), Arc::clone(&node));
+    (node, rx)
+}
+
 /// The gRPC face of the registry.
 #[derive(Clone)]
 pub struct NodeGrpc {
@@ -406,12 +445,7 @@ impl NodeService for NodeGrpc {
                             *seen = Instant::now();
                         }
                         match message.body {
-                            Some(agent_message::Body::Reply(reply)) => {
-                                let waiter = node.lock_pending().remove(&reply.id);
-                                if let (Some(waiter), Some(result)) = (waiter, reply.result) {
-                                    let _ = waiter.send(result);
-                                }
-                            }
+                            Some(agent_message::Body::Reply(reply)) => node.deliver(reply),
                             Some(agent_message::Body::Event(event)) => {
                                 let _ = reader_registry.events.send(NodeEvent::Worker(event)).await;
                             }

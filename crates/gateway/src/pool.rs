@@ -888,6 +888,266 @@ impl Pools {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::{CatalogConfig, Defaults, FunctionConfig};
+    use crate::node::attach_test_node;
+    use esb_contracts::agent::{gateway_message, Done, Reply};
+    use tokio::sync::mpsc;
+
+    const IMAGE: &str = "fn-image:1";
+
+    fn settings(pause_after: Option<Duration>) -> PoolSettings {
+        PoolSettings {
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            pause_after,
+            start_timeout: Duration::from_secs(30),
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(10),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            worker_env: BTreeMap::new(),
+        }
+    }
+
+    fn catalog(min_workers: u32) -> Catalog {
+        let function: FunctionConfig = serde_json::from_value(serde_json::json!({
+            "name": "fn", "image": IMAGE, "min_workers": min_workers, "max_workers": 3
+        }))
+        .expect("function");
+        Catalog::from_config(
+            CatalogConfig {
+                version: 1,
+                functions: vec![function],
+                routes: vec![],
+            },
+            Defaults { max_workers: 10 },
+        )
+        .expect("catalog")
+    }
+
+    /// A fake agent at the node boundary: answers every command and
+    /// records it as "create <fn>", "destroy <id>", "pause <id>".
+    fn fake_agent(
+        node: Arc<Node>,
+        mut commands: mpsc::Receiver<Result<esb_contracts::agent::GatewayMessage, tonic::Status>>,
+    ) -> Arc<Mutex<Vec<String>>> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&log);
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = commands.recv().await {
+                let Some(gateway_message::Body::Command(command)) = message.body else {
+                    continue;
+                };
+                let result = match command.kind {
+                    Some(command::Kind::Create(c)) => {
+                        seen.lock()
+                            .expect("log")
+                            .push(format!("create {}", c.function));
+                        reply::Result::Worker(Worker {
+                            worker_id: c.worker_id,
+                            function: c.function,
+                            address: "127.0.0.1:9".into(),
+                            state: WorkerState::Ready as i32,
+                            memory_mb: c.memory_mb,
+                            image: c.image,
+                            ..Worker::default()
+                        })
+                    }
+                    Some(command::Kind::Destroy(w)) => {
+                        seen.lock()
+                            .expect("log")
+                            .push(format!("destroy {}", w.worker_id));
+                        reply::Result::Done(Done {})
+                    }
+                    Some(command::Kind::Pause(w)) => {
+                        seen.lock()
+                            .expect("log")
+                            .push(format!("pause {}", w.worker_id));
+                        reply::Result::Done(Done {})
+                    }
+                    _ => reply::Result::Done(Done {}),
+                };
+                node.deliver(Reply {
+                    id: command.id,
+                    result: Some(result),
+                });
+            }
+        });
+        log
+    }
+
+    fn ready_worker(id: &str) -> Worker {
+        Worker {
+            worker_id: id.into(),
+            function: "fn".into(),
+            address: "127.0.0.1:9".into(),
+            state: WorkerState::Ready as i32,
+            memory_mb: 128,
+            image: IMAGE.into(),
+            ..Worker::default()
+        }
+    }
+
+    fn setup(
+        min_workers: u32,
+        pause_after: Option<Duration>,
+    ) -> (Arc<Pools>, Arc<Node>, Arc<Mutex<Vec<String>>>) {
+        let (events, _rx) = mpsc::channel(16);
+        let registry = NodeRegistry::new("gw".into(), Duration::from_secs(5), events);
+        let (node, commands) = attach_test_node(&registry, "node-1", 4096);
+        let log = fake_agent(Arc::clone(&node), commands);
+        let pools = Pools::new(registry, Arc::new(Metrics::new()), settings(pause_after));
+        pools.apply(&catalog(min_workers));
+        (pools, node, log)
+    }
+
+    /// Lets spawned tasks run (paused time advances only when all idle).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn summary(pools: &Pools) -> PoolSummary {
+        pools.summaries().into_iter().next().expect("a pool")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_workers_beyond_the_minimum_are_reaped_after_the_idle_timeout() {
+        let (pools, node, log) = setup(1, None);
+        pools.tick();
+        settle().await;
+        assert_eq!(
+            summary(&pools).idle,
+            1,
+            "the minimum is started without a request"
+        );
+        pools.handle(NodeEvent::Joined {
+            node: Arc::clone(&node),
+            workers: vec![ready_worker("w-a"), ready_worker("w-b")],
+        });
+        assert_eq!(
+            summary(&pools).total,
+            3,
+            "ready workers of the function are adopted"
+        );
+
+        tokio::time::advance(Duration::from_secs(59)).await;
+        pools.tick();
+        settle().await;
+        assert_eq!(summary(&pools).total, 3, "not idle long enough");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        pools.tick();
+        settle().await;
+        let s = summary(&pools);
+        assert_eq!((s.total, s.idle), (1, 1), "scaled in down to the minimum");
+        let destroyed = log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.starts_with("destroy"))
+            .count();
+        assert_eq!(destroyed, 2);
+        assert_eq!(node.worker_count(), 1, "the node's accounting follows");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_minimum_the_pool_scales_to_zero() {
+        let (pools, node, log) = setup(0, None);
+        pools.handle(NodeEvent::Joined {
+            node: Arc::clone(&node),
+            workers: vec![ready_worker("w-a")],
+        });
+        tokio::time::advance(Duration::from_secs(61)).await;
+        pools.tick();
+        settle().await;
+        assert_eq!(summary(&pools).total, 0);
+        assert_eq!(*log.lock().expect("log"), vec!["destroy w-a".to_string()]);
+        assert!(pools.workers().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_workers_are_paused_first_when_configured() {
+        let (pools, node, log) = setup(0, Some(Duration::from_secs(10)));
+        pools.handle(NodeEvent::Joined {
+            node: Arc::clone(&node),
+            workers: vec![ready_worker("w-a")],
+        });
+        tokio::time::advance(Duration::from_secs(11)).await;
+        pools.tick();
+        settle().await;
+        assert_eq!(*log.lock().expect("log"), vec!["pause w-a".to_string()]);
+        assert_eq!(pools.workers()[0].state, "paused");
+        pools.tick();
+        settle().await;
+        assert_eq!(log.lock().expect("log").len(), 1, "paused once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn workers_of_other_images_or_not_ready_are_reaped_on_adoption() {
+        let (pools, node, log) = setup(0, None);
+        let mut stale = ready_worker("w-old");
+        stale.image = "fn-image:0".into();
+        let mut starting = ready_worker("w-starting");
+        starting.state = WorkerState::Starting as i32;
+        let mut orphan = ready_worker("w-orphan");
+        orphan.function = "deleted".into();
+        pools.handle(NodeEvent::Joined {
+            node: Arc::clone(&node),
+            workers: vec![stale, starting, orphan, ready_worker("w-good")],
+        });
+        settle().await;
+        assert_eq!(summary(&pools).total, 1);
+        let mut destroyed: Vec<String> = log.lock().expect("log").clone();
+        destroyed.sort();
+        assert_eq!(
+            destroyed,
+            ["destroy w-old", "destroy w-orphan", "destroy w-starting"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exits_and_lost_nodes_remove_workers() {
+        let (pools, node, _log) = setup(0, None);
+        pools.handle(NodeEvent::Joined {
+            node: Arc::clone(&node),
+            workers: vec![ready_worker("w-a"), ready_worker("w-b")],
+        });
+        pools.handle(NodeEvent::Worker(esb_contracts::agent::WorkerEvent {
+            worker_id: "w-a".into(),
+            function: "fn".into(),
+            kind: Some(esb_contracts::agent::worker_event::Kind::OomKilled(
+                esb_contracts::agent::OomKilled {},
+            )),
+        }));
+        assert_eq!(summary(&pools).total, 1);
+        pools.handle(NodeEvent::Left {
+            node_id: "node-1".into(),
+        });
+        assert_eq!(summary(&pools).total, 0);
+        assert!(pools.workers().is_empty());
+        assert_eq!(node.worker_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_function_retires_its_idle_workers() {
+        let (pools, node, log) = setup(0, None);
+        pools.handle(NodeEvent::Joined {
+            node: Arc::clone(&node),
+            workers: vec![ready_worker("w-a")],
+        });
+        let mut changed = catalog(0);
+        let f = changed.functions.get_mut("fn").expect("fn");
+        *f = Arc::new(Function {
+            image: "fn-image:2".into(),
+            ..(**f).clone()
+        });
+        pools.apply(&changed);
+        settle().await;
+        assert_eq!(*log.lock().expect("log"), vec!["destroy w-a".to_string()]);
+        assert_eq!(summary(&pools).total, 0);
+    }
 
     #[test]
     fn breaker_opens_after_the_threshold_and_lets_one_trial_through() {
