@@ -5,7 +5,10 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
 async fn hello(event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let name = event.payload["name"].as_str().unwrap_or("world");
+    let name = event.payload["name"]
+        .as_str()
+        .or_else(|| event.payload["pathParameters"]["name"].as_str())
+        .unwrap_or("world");
     println!("greeting {name}");
     Ok(json!({
         "message": format!("Hello, {name}!"),
