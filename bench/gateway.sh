@@ -4,7 +4,9 @@
 # side by side in one run, with wrk on one connection (a worker runs one
 # invocation at a time); and the RSS of the gateway and the agent, idle and
 # after the load. Real binaries: esb-gateway and esb-agent (Docker backend,
-# loopback worker addresses). Only loopback is contacted.
+# loopback worker addresses). The function has 1769 MB, a whole vCPU, so
+# CPU throttling of small workers does not blur the comparison. Only
+# loopback is contacted.
 #
 # Environment: BENCH_DURATION (wrk run, default 10s).
 set -euo pipefail
@@ -41,7 +43,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 cat >"$work/gateway.json" <<JSON
 {"version": 1,
- "functions": [{"name": "bench", "image": "$TAG", "memory_mb": 256, "timeout_seconds": 30}],
+ "functions": [{"name": "bench", "image": "$TAG", "memory_mb": 1769, "timeout_seconds": 30}],
  "routes": [{"method": "GET", "path": "/bench", "function": "bench", "payload": "rest_v1", "auth": "none"}]}
 JSON
 
