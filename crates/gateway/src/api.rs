@@ -256,6 +256,19 @@ async fn dispatch(
         )
         .await?;
     let response = invoked.response;
+    // The shim refuses an event over Lambda's 6 MB (a binary body grows by
+    // a third in base64).
+    if response.status == 413 {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_REQUEST_BYTES,
+        });
+    }
+    if response.status != 200 {
+        return Err(ApiError::WorkerRejected {
+            function,
+            status: response.status,
+        });
+    }
     if response.function_error.is_some() {
         let error_type = response
             .error_type()

@@ -30,6 +30,8 @@ pub enum ApiError {
         function: String,
         error_type: String,
     },
+    #[error("function {function}: the worker answered HTTP {status}")]
+    WorkerRejected { function: String, status: u16 },
     #[error("function {function} timed out")]
     FunctionTimeout { function: String },
     #[error("function {function} returned a response API Gateway cannot map: {source}")]
@@ -75,12 +77,15 @@ impl IntoResponse for ApiError {
                 "Too Many Requests",
                 "TooManyRequestsException",
             ),
-            ApiError::Invoke(I::CircuitOpen { .. } | I::StartFailed { .. } | I::ShuttingDown) => (
+            ApiError::Invoke(
+                I::CircuitOpen { .. } | I::StartFailed { .. } | I::ShuttingDown | I::Retired,
+            ) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service Unavailable",
                 "ServiceUnavailableException",
             ),
             ApiError::Invoke(I::UnknownFunction(_) | I::WorkerFailed { .. })
+            | ApiError::WorkerRejected { .. }
             | ApiError::FunctionFailed { .. }
             | ApiError::BadFunctionResponse { .. } => (
                 StatusCode::BAD_GATEWAY,

@@ -72,6 +72,8 @@ pub enum InvokeError {
     },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("the function was replaced while the request waited")]
+    Retired,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -301,12 +303,20 @@ impl Pools {
         function: &str,
         request: &WorkerRequest,
     ) -> Result<Invoked, InvokeError> {
-        let pool = self
+        let started = Instant::now();
+        let mut pool = self
             .pool(function)
             .ok_or_else(|| InvokeError::UnknownFunction(function.to_owned()))?;
+        let mut result = self.invoke_on(&pool, request, started).await;
+        // The function changed while this request queued: its old pool
+        // retired, so it goes on with the new one.
+        if matches!(result, Err(InvokeError::Retired)) {
+            pool = self
+                .pool(function)
+                .ok_or_else(|| InvokeError::UnknownFunction(function.to_owned()))?;
+            result = self.invoke_on(&pool, request, started).await;
+        }
         let name = pool.function.name.as_str();
-        let started = Instant::now();
-        let result = self.invoke_on(&pool, request, started).await;
         let outcome = match &result {
             Ok(invoked) => match invoked.response.error_type().as_deref() {
                 None if invoked.response.function_error.is_none() => Outcome::Success,
@@ -342,7 +352,10 @@ impl Pools {
         };
         let _permit = match tokio::time::timeout_at(deadline, pool.slots.acquire()).await {
             Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(InvokeError::UnknownFunction(name)),
+            Ok(Err(_)) if self.closed.load(Ordering::SeqCst) => {
+                return Err(InvokeError::ShuttingDown)
+            }
+            Ok(Err(_)) => return Err(InvokeError::Retired),
             Err(_) => return Err(throttled()),
         };
 
