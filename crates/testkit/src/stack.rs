@@ -78,8 +78,11 @@ impl<B: Backend> Stack<B> {
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("ESB_TEST_LOG"))
             .with_test_writer()
             .try_init();
-        let dir =
-            std::env::temp_dir().join(format!("esb-stack-{}-{}", std::process::id(), uuid_like()));
+        let dir = std::env::temp_dir().join(format!(
+            "esb-stack-{}-{}",
+            std::process::id(),
+            next_stack_number()
+        ));
         std::fs::create_dir_all(&dir).expect("stack dir");
         let pki = Pki::new();
         let server = pki.server();
@@ -318,7 +321,8 @@ impl<B: Backend> Stack<B> {
     }
 }
 
-fn uuid_like() -> String {
+/// A number unique in this test process, for stack directory names.
+fn next_stack_number() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{}", N.fetch_add(1, Ordering::Relaxed))
