@@ -2,6 +2,7 @@
 //! worker shim started in-process on ephemeral ports, a process-based agent
 //! backend, a test PKI, and whole stacks (gateway + agent) in-process.
 
+pub mod docker;
 pub mod pki;
 pub mod process;
 pub mod stack;

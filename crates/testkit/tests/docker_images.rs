@@ -5,69 +5,13 @@
 //! Needs a running Docker daemon and the base images (`images/build.sh`) and
 //! the musl fixture bootstrap, all of which `./dev test` prepares.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use esb_testkit::docker::{build_image, docker, Cleanup};
 use esb_testkit::{fixture, workspace_root};
 use serde_json::{json, Value};
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run docker {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Removes what a test created, whatever happens.
-#[derive(Default)]
-struct Cleanup {
-    containers: Vec<String>,
-    images: Vec<String>,
-    dirs: Vec<PathBuf>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &self.containers {
-            let _ = Command::new("docker").args(["rm", "-f", c]).output();
-        }
-        for i in &self.images {
-            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
-        }
-        for d in &self.dirs {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-fn build_image(
-    cleanup: &mut Cleanup,
-    name: &str,
-    dockerfile: &str,
-    files: &[(&Path, &str)],
-) -> String {
-    let dir = std::env::temp_dir().join(format!("esb-image-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("context dir");
-    cleanup.dirs.push(dir.clone());
-    std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
-    for (src, dest) in files {
-        std::fs::copy(src, dir.join(dest))
-            .unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
-    }
-    let tag = format!("esb-test-{name}:{}", std::process::id());
-    cleanup.images.push(tag.clone());
-    docker(&["build", "-q", "-t", &tag, dir.to_str().expect("utf-8")]);
-    tag
-}
 
 /// Runs a function container the way the agent will: no capabilities,
 /// read-only root with a writable /tmp, a memory limit, an unprivileged user.
