@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use axum::serve::ListenerExt as _;
 use esb_contracts::agent::node_service_server::NodeServiceServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -222,7 +223,9 @@ pub async fn serve(
             .layer(axum::Extension(api::LocalPort(("http", port))))
             .into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
-        let listener = listeners.http;
+        let listener = listeners.http.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tasks.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
@@ -326,6 +329,9 @@ async fn serve_https(
             },
             () = shutdown.cancelled() => break,
         };
+        // Responses go out in pieces; without TCP_NODELAY, Nagle's
+        // algorithm can hold the last one back for ~40 ms.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let watcher = graceful.watcher();

@@ -16,6 +16,7 @@ pub mod sandbox;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use tokio::net::TcpListener;
@@ -62,6 +63,10 @@ pub async fn serve(
         runtime_api::router(Arc::clone(&sandbox)),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let invoke_listener = invoke_listener.tap_io(|tcp| {
+        // Keep small responses from waiting on Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+    });
     let invoke = axum::serve(invoke_listener, invoke_api::router(Arc::clone(&sandbox)))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let api = tasks.spawn(async move { api.await });

@@ -55,6 +55,11 @@ pub async fn serve(
                 }
             },
         };
+        // Responses are written in several pieces (headers, streamed body):
+        // without TCP_NODELAY, Nagle's algorithm delays them by ~40 ms.
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         let service = service.clone();
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let service = service.clone();
