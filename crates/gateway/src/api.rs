@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
+use esb_contracts::trace::{is_valid_trace_header, new_trace_id};
+
 use crate::error::ApiError;
 use crate::event;
 use crate::route::{RouteAuth, RouteMatch};
@@ -57,7 +59,7 @@ async fn request_ids(mut request: Request, next: Next) -> Response {
         .headers()
         .get("x-amzn-trace-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|t| t.starts_with("Root=") && t.len() <= 512)
+        .filter(|t| is_valid_trace_header(t))
         .map(str::to_owned)
         .unwrap_or_else(new_trace_id);
     let ids = RequestIds {
@@ -79,15 +81,6 @@ async fn request_ids(mut request: Request, next: Next) -> Response {
         headers.insert("x-amzn-trace-id", v);
     }
     response
-}
-
-fn new_trace_id() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("Root=1-{secs:08x}-{}", &id[..24])
 }
 
 async fn health(State(gateway): State<Arc<Gateway>>) -> Response {

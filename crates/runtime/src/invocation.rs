@@ -117,18 +117,6 @@ pub fn epoch_millis(at: SystemTime) -> u64 {
         .unwrap_or_default()
 }
 
-/// A new X-Ray style trace header: `Root=1-<epoch hex>-<96 bit hex>;...`.
-pub fn new_trace_id() -> String {
-    let secs = epoch_millis(SystemTime::now()) / 1000;
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let parent = uuid::Uuid::new_v4().simple().to_string();
-    format!(
-        "Root=1-{secs:08x}-{};Parent={};Sampled=0",
-        &id[..24],
-        &parent[..16]
-    )
-}
-
 /// Accepts a caller-supplied request id when it is a plausible id.
 pub fn valid_request_id(id: &str) -> bool {
     !id.is_empty()
@@ -174,16 +162,6 @@ mod tests {
             String::from_utf8(big.to_bytes().to_vec()).expect("utf8"),
             r#"{"errorMessage":"Response payload size exceeded maximum allowed payload size (6291556 bytes).","errorType":"Function.ResponseSizeTooLarge"}"#
         );
-    }
-
-    #[test]
-    fn trace_ids_have_the_xray_shape() {
-        let t = new_trace_id();
-        let root = t.strip_prefix("Root=1-").expect("root");
-        let (epoch, rest) = root.split_once('-').expect("parts");
-        assert_eq!(epoch.len(), 8);
-        assert_eq!(rest.split(';').next().map(str::len), Some(24));
-        assert!(t.ends_with(";Sampled=0"));
     }
 
     #[test]

@@ -16,7 +16,9 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::config::MAX_REQUEST_BYTES;
-use crate::invocation::{new_trace_id, valid_request_id, InvocationContext, Outcome};
+use esb_contracts::trace::{is_valid_trace_header, new_trace_id};
+
+use crate::invocation::{valid_request_id, InvocationContext, Outcome};
 use crate::sandbox::{Health, Sandbox, SandboxError};
 use crate::{read_limited, BodyError};
 
@@ -128,7 +130,7 @@ fn context_from(headers: &HeaderMap, sandbox: &Sandbox) -> Result<InvocationCont
         None => uuid::Uuid::new_v4().to_string(),
     };
     let trace_id = match header(headers, "x-amzn-trace-id") {
-        Some(t) if t.contains("Root=") && t.len() <= 512 => t.to_owned(),
+        Some(t) if is_valid_trace_header(t) => t.to_owned(),
         Some(_) => {
             return Err(InvokeError::InvalidHeader {
                 header: "X-Amzn-Trace-Id",
