@@ -1,5 +1,8 @@
-//! Wire contracts shared by ESB's processes. No I/O.
+//! Contracts shared by ESB's processes: the gRPC API, trace ids, the box's
+//! PKI and file names, and the health probe of the service images.
 
+pub mod health;
+pub mod pki;
 pub mod trace;
 
 /// The agent <-> gateway gRPC API (`proto/esb/agent/v1/agent.proto`).

@@ -3,7 +3,6 @@
 //! backend, a test PKI, and whole stacks (gateway + agent) in-process.
 
 pub mod docker;
-pub mod pki;
 pub mod process;
 pub mod stack;
 

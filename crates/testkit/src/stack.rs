@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::pki::Pki;
+use esb_contracts::pki::Pki;
 
 pub const USER: &str = "tester";
 pub const PASSWORD: &str = "correct horse battery";
@@ -84,8 +84,10 @@ impl<B: Backend> Stack<B> {
             next_stack_number()
         ));
         std::fs::create_dir_all(&dir).expect("stack dir");
-        let pki = Pki::new();
-        let server = pki.server();
+        let pki = Pki::new("ESB test CA").expect("ca");
+        let server = pki
+            .server(&["localhost", "127.0.0.1"])
+            .expect("server certificate");
         let write = |name: &str, content: &str| {
             let path = dir.join(name);
             std::fs::write(&path, content).expect("write");
@@ -160,7 +162,7 @@ impl<B: Backend> Stack<B> {
     }
 
     fn start_agent(&mut self) {
-        let client = self.pki.client("agent-1");
+        let client = self.pki.client("agent-1").expect("client certificate");
         let mut settings =
             AgentSettings::new(format!("https://127.0.0.1:{}", self.grpc.port()), "node-1");
         settings.gateway.tls = Some(TlsSettings {
