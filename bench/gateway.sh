@@ -50,6 +50,7 @@ JSON
 HTTP=$(free_port) HTTPS=$(free_port) GRPC=$(free_port)
 ESB_CATALOG=$work/gateway.json ESB_HTTP_ADDR=127.0.0.1:$HTTP ESB_HTTPS_ADDR=127.0.0.1:$HTTPS \
   ESB_GRPC_ADDR=127.0.0.1:$GRPC ESB_TLS_CERT=$work/cert.pem ESB_TLS_KEY=$work/key.pem \
+  ESB_STATE_DIR=$work/state \
   ESB_AUTH_PASSWORD=bench-password ESB_API_KEY=bench-api-key-0123456789 \
   ESB_JWT_SECRET=bench-secret-0123456789abcdef0123456789 ESB_LOG=warn \
   "target/$TARGET/release/esb-gateway" 2>"$work/gateway.log" &

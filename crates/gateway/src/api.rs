@@ -5,26 +5,68 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::json;
 
 use esb_contracts::trace::{is_valid_trace_header, new_trace_id};
 
 use crate::error::ApiError;
 use crate::event;
+use crate::invocation;
 use crate::route::{RouteAuth, RouteMatch};
 use crate::worker::WorkerRequest;
 use crate::Gateway;
 
 /// Largest request body accepted on a route: Lambda's synchronous limit.
 pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+
+/// How much of an oversized body is still read (and dropped) so that the
+/// client, busy sending it, reads the 413 instead of a connection reset.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a request body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// Longer than the limit.
+    TooLarge,
+    /// The connection failed while reading.
+    Read,
+}
+
+/// Reads a request body of at most `limit` bytes. The rest of a longer
+/// one is drained (within [`DRAIN_LIMIT`] and [`DRAIN_TIMEOUT`]) before the
+/// caller answers 413.
+pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyError::Read)?.into_data() else {
+            continue;
+        };
+        if buffer.len() + data.len() > limit {
+            let drain = async {
+                let mut drained = 0usize;
+                while let Some(Ok(frame)) = body.frame().await {
+                    drained += frame.data_ref().map_or(0, Bytes::len);
+                    if drained > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+            return Err(BodyError::TooLarge);
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer.freeze())
+}
 
 /// The scheme and port a request came in on, for `X-Forwarded-*`.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +89,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/v1/pools", get(admin_pools))
         .route("/admin/v1/nodes", get(admin_nodes))
         .route("/admin/v1/workers", get(admin_workers))
+        .route("/admin/v1/deployments", get(admin_deployments))
+        .route(
+            "/2015-03-31/functions/{function}/invocations",
+            post(invocation::invoke),
+        )
         .fallback(dispatch)
         .layer(middleware::from_fn(request_ids))
         .with_state(gateway)
@@ -67,8 +114,12 @@ async fn request_ids(mut request: Request, next: Next) -> Response {
         trace_id,
     };
     request.extensions_mut().insert(ids.clone());
-    let span =
-        tracing::info_span!("request", request_id = %ids.request_id, trace_id = %ids.trace_id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %ids.request_id,
+        trace_id = %ids.trace_id,
+        function = tracing::field::Empty
+    );
     let mut response = {
         use tracing::Instrument as _;
         next.run(request).instrument(span).await
@@ -88,6 +139,7 @@ async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
         "status": "ok",
         "functions": gateway.catalog().functions.len(),
         "nodes": gateway.registry.list().len(),
+        "store": gateway.store.backend(),
     }))
     .into_response()
 }
@@ -166,6 +218,29 @@ async fn admin_workers(
     Ok(Json(json!({ "workers": gateway.pools.workers() })).into_response())
 }
 
+/// How many deployments `GET /admin/v1/deployments` lists by default, and at most.
+const DEPLOYMENTS_DEFAULT: u32 = 20;
+const DEPLOYMENTS_MAX: u32 = 100;
+
+#[derive(Debug, serde::Deserialize)]
+struct DeploymentsQuery {
+    limit: Option<u32>,
+}
+
+async fn admin_deployments(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(query): Query<DeploymentsQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers)?;
+    let limit = query
+        .limit
+        .unwrap_or(DEPLOYMENTS_DEFAULT)
+        .clamp(1, DEPLOYMENTS_MAX);
+    let deployments = gateway.store.deployments(limit).await?;
+    Ok(Json(json!({ "deployments": deployments })).into_response())
+}
+
 /// A request on one of the template's routes: match, authenticate, build
 /// the event, run the function, map its output.
 async fn dispatch(
@@ -199,14 +274,14 @@ async fn dispatch(
             .auth
             .check_api_key(header(&parts.headers, "x-api-key"))?;
     }
-    let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let body = match read_body(body, MAX_REQUEST_BYTES).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
             return Err(ApiError::PayloadTooLarge {
                 limit: MAX_REQUEST_BYTES,
             })
         }
-        Err(_) => return Err(ApiError::BodyRead),
+        Err(BodyError::Read) => return Err(ApiError::BodyRead),
     };
     let peer = parts
         .extensions
@@ -234,6 +309,7 @@ async fn dispatch(
     });
     let payload = Bytes::from(serde_json::to_vec(&payload).unwrap_or_default());
     let function = route.function().to_owned();
+    tracing::Span::current().record("function", function.as_str());
     let invoked = gateway
         .pools
         .invoke(

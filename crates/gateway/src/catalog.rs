@@ -92,6 +92,9 @@ pub struct Catalog {
     pub functions: HashMap<String, Arc<Function>>,
     pub routes: RouteTable,
     pub source: CatalogConfig,
+    /// SHA-256 (hex) of the catalog file as read, or of the configuration
+    /// when it did not come from a file.
+    pub sha256: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +156,9 @@ impl Catalog {
                 path: path.to_owned(),
                 source,
             })?;
-        Catalog::from_config(config, defaults)
+        let mut catalog = Catalog::from_config(config, defaults)?;
+        catalog.sha256 = sha256_hex(&text);
+        Ok(catalog)
     }
 
     pub fn from_config(config: CatalogConfig, defaults: Defaults) -> Result<Catalog, CatalogError> {
@@ -185,16 +190,26 @@ impl Catalog {
             }
         }
         let routes = RouteTable::new(config.routes.clone())?;
+        let sha256 = sha256_hex(&serde_json::to_vec(&config).unwrap_or_default());
         Ok(Catalog {
             functions,
             routes,
             source: config,
+            sha256,
         })
     }
 
     pub fn function(&self, name: &str) -> Option<&Arc<Function>> {
         self.functions.get(name)
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Lambda's rules: 1-64 letters, digits, '-' or '_'.

@@ -5,15 +5,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::auth::{AuthConfig, UserConfig};
 use crate::pool::PoolSettings;
+use crate::sigv4::AccessKey;
+use crate::store::StoreConfig;
 use crate::tls::{TlsError, TlsFiles};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "esb-gateway", version, about = "ESB gateway")]
+#[command(
+    name = "esb-gateway",
+    version,
+    about = "ESB gateway",
+    // `esb-gateway healthcheck` needs none of the gateway's settings.
+    subcommand_negates_reqs = true
+)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The catalog file `esb build` writes (functions and routes); reloaded
     /// when it changes. A missing file means no functions yet.
     #[arg(long, env = "ESB_CATALOG", default_value = "/etc/esb/gateway.json")]
@@ -31,6 +42,12 @@ pub struct Config {
     #[arg(long, env = "ESB_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
 
+    /// The box's certificate directory: `gateway.pem`, `gateway.key` (HTTPS
+    /// and gRPC) and `ca.pem` (agents' CA, mTLS). When it holds none of
+    /// them, the gateway generates the box's TLS material there.
+    #[arg(long, env = "ESB_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+
     /// PEM certificate (chain) of the gateway, for HTTPS and gRPC.
     #[arg(long, env = "ESB_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -47,15 +64,41 @@ pub struct Config {
     #[arg(long, env = "ESB_AUTH_USER", default_value = "admin")]
     pub auth_user: String,
 
-    #[arg(long, env = "ESB_AUTH_PASSWORD", hide_env_values = true)]
-    pub auth_password: String,
+    #[arg(
+        long,
+        env = "ESB_AUTH_PASSWORD",
+        hide_env_values = true,
+        required = true
+    )]
+    pub auth_password: Option<String>,
 
-    #[arg(long, env = "ESB_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    #[arg(long, env = "ESB_API_KEY", hide_env_values = true, required = true)]
+    pub api_key: Option<String>,
 
     /// Secret that signs ID tokens (HS256), at least 32 bytes.
-    #[arg(long, env = "ESB_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
+    #[arg(long, env = "ESB_JWT_SECRET", hide_env_values = true, required = true)]
+    pub jwt_secret: Option<String>,
+
+    /// The box's AWS access key id: Lambda API requests signed (SigV4) with
+    /// it and its secret are accepted. Without it only Bearer tokens are.
+    #[arg(long, env = "ESB_ACCESS_KEY_ID")]
+    pub access_key_id: Option<String>,
+
+    #[arg(long, env = "ESB_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+
+    /// PostgreSQL URL of the gateway's state (postgres://user:password@host/db);
+    /// without it the state is a SQLite file in the state directory.
+    #[arg(long, env = "ESB_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// How long to wait at startup for the database to accept connections.
+    #[arg(long, env = "ESB_DATABASE_WAIT_SECONDS", default_value_t = 60)]
+    pub database_wait_seconds: u64,
+
+    /// Where the gateway keeps local state (`gateway.db` without a database URL).
+    #[arg(long, env = "ESB_STATE_DIR", default_value = "/var/lib/esb")]
+    pub state_dir: PathBuf,
 
     /// Idle workers beyond a function's minimum are destroyed after this.
     #[arg(long, env = "ESB_IDLE_TIMEOUT_SECONDS", default_value_t = 300)]
@@ -110,6 +153,14 @@ pub struct Config {
     pub log_format: String,
 }
 
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Probes `GET /health` on the HTTP listener (ESB_HTTP_ADDR) and exits 0
+    /// when it answers 2xx, 1 otherwise: the Compose health check of the
+    /// FROM-scratch image. Binds nothing and needs no other setting.
+    Healthcheck,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} must be {expected}")]
@@ -123,6 +174,12 @@ pub enum ConfigError {
     CaWithoutTls,
     #[error("ESB_WORKER_ENV entry {0:?} is not NAME=value")]
     WorkerEnv(String),
+    #[error("ESB_TLS_DIR cannot be combined with ESB_TLS_CERT, ESB_TLS_KEY or ESB_AGENT_CA")]
+    TlsDirConflict,
+    #[error("ESB_ACCESS_KEY_ID and ESB_SECRET_ACCESS_KEY go together")]
+    HalfAccessKey,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreConfigError),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -133,6 +190,11 @@ pub struct Settings {
     pub catalog: PathBuf,
     pub tls: Option<TlsFiles>,
     pub auth: AuthConfig,
+    /// The key pair SigV4-signed Lambda API requests must use.
+    pub access_key: Option<AccessKey>,
+    pub store: StoreConfig,
+    /// How long to wait for the database at startup.
+    pub database_wait: Duration,
     pub pools: PoolSettings,
     pub default_max_workers: u32,
     pub stage: String,
@@ -145,15 +207,48 @@ pub struct Settings {
 impl Config {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let invalid = |name, expected| ConfigError::Invalid { name, expected };
-        if self.auth_password.len() < 8 {
+        let auth_password = self.auth_password.clone().unwrap_or_default();
+        let api_key = self.api_key.clone().unwrap_or_default();
+        let jwt_secret = self.jwt_secret.clone().unwrap_or_default();
+        if auth_password.len() < 8 {
             return Err(invalid("ESB_AUTH_PASSWORD", "at least 8 characters"));
         }
-        if self.api_key.len() < 16 {
+        if api_key.len() < 16 {
             return Err(invalid("ESB_API_KEY", "at least 16 characters"));
         }
-        if self.jwt_secret.len() < 32 {
+        if jwt_secret.len() < 32 {
             return Err(invalid("ESB_JWT_SECRET", "at least 32 bytes"));
         }
+        let access_key = match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                // It travels in `Credential=<id>/<scope>`: no '/', ',', '='
+                // or spaces.
+                let id_ok = (1..=128).contains(&id.len())
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !id_ok {
+                    return Err(invalid(
+                        "ESB_ACCESS_KEY_ID",
+                        "1 to 128 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                let secret_ok = secret.len() >= 16 && secret.chars().all(|c| c.is_ascii_graphic());
+                if !secret_ok {
+                    return Err(invalid(
+                        "ESB_SECRET_ACCESS_KEY",
+                        "at least 16 printable characters without spaces",
+                    ));
+                }
+                Some(AccessKey::new(id.clone(), secret.clone()))
+            }
+            (None, None) => None,
+            _ => return Err(ConfigError::HalfAccessKey),
+        };
+        if self.database_wait_seconds == 0 {
+            return Err(invalid("ESB_DATABASE_WAIT_SECONDS", "at least 1"));
+        }
+        let store = StoreConfig::new(self.database_url.as_deref(), &self.state_dir)?;
         if self.auth_user.is_empty() {
             return Err(invalid("ESB_AUTH_USER", "a user name"));
         }
@@ -169,10 +264,17 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid("ESB_LOG_FORMAT", "text or json"));
         }
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles::read(cert, key, self.agent_ca.as_deref())?),
-            (None, None) if self.agent_ca.is_some() => return Err(ConfigError::CaWithoutTls),
-            (None, None) => None,
+        let explicit_tls =
+            self.tls_cert.is_some() || self.tls_key.is_some() || self.agent_ca.is_some();
+        let tls = match (&self.tls_dir, &self.tls_cert, &self.tls_key) {
+            (Some(_), _, _) if explicit_tls => return Err(ConfigError::TlsDirConflict),
+            // Generates the box's material when the directory has none.
+            (Some(dir), _, _) => Some(TlsFiles::from_dir(dir)?),
+            (None, Some(cert), Some(key)) => {
+                Some(TlsFiles::read(cert, key, self.agent_ca.as_deref())?)
+            }
+            (None, None, None) if self.agent_ca.is_some() => return Err(ConfigError::CaWithoutTls),
+            (None, None, None) => None,
             _ => return Err(ConfigError::HalfTls),
         };
         let mut worker_env = BTreeMap::new();
@@ -196,11 +298,11 @@ impl Config {
             auth: AuthConfig {
                 users: vec![UserConfig {
                     username: self.auth_user.clone(),
-                    password: self.auth_password.clone(),
+                    password: auth_password,
                     email: None,
                 }],
-                api_keys: vec![self.api_key.clone()],
-                jwt_secret: self.jwt_secret.as_bytes().to_vec(),
+                api_keys: vec![api_key],
+                jwt_secret: jwt_secret.into_bytes(),
                 issuer: format!("https://esb.local/{}", self.api_id),
                 audience: self.api_id.clone(),
                 token_lifetime: Duration::from_secs(3600),
@@ -216,6 +318,9 @@ impl Config {
                 account_id: self.account_id.clone(),
                 worker_env,
             },
+            access_key,
+            store,
+            database_wait: Duration::from_secs(self.database_wait_seconds),
             default_max_workers: self.default_max_workers,
             stage: self.stage.clone(),
             api_id: self.api_id.clone(),
@@ -223,5 +328,82 @@ impl Config {
             account_id: self.account_id.clone(),
             json_logs: self.log_format == "json",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: [&str; 4] = [
+        "esb-gateway",
+        "--auth-password=correct horse battery",
+        "--api-key=test-api-key-0123456789",
+        "--jwt-secret=0123456789abcdef0123456789abcdef",
+    ];
+
+    fn parse(extra: &[&str]) -> Result<Settings, ConfigError> {
+        let args: Vec<&str> = BASE.iter().chain(extra).copied().collect();
+        Config::try_parse_from(args).expect("arguments").validate()
+    }
+
+    #[test]
+    fn healthcheck_needs_no_secret_but_serving_does() {
+        let config = Config::try_parse_from(["esb-gateway", "healthcheck"]).expect("healthcheck");
+        assert!(matches!(config.command, Some(Command::Healthcheck)));
+        let err = Config::try_parse_from(["esb-gateway"]).expect_err("secrets required");
+        assert!(err.to_string().contains("--auth-password"), "{err}");
+    }
+
+    #[test]
+    fn the_access_key_pair_is_optional_and_goes_together() {
+        assert!(parse(&[]).expect("valid").access_key.is_none());
+        let settings = parse(&[
+            "--access-key-id=esb-dev-access-key",
+            "--secret-access-key=esb-dev-secret-access-key",
+        ])
+        .expect("valid");
+        let key = settings.access_key.expect("key");
+        assert_eq!(key.access_key_id, "esb-dev-access-key");
+        assert!(
+            !format!("{key:?}").contains("esb-dev-secret"),
+            "never shown"
+        );
+        let err = parse(&["--access-key-id=AKIDEXAMPLE"]).expect_err("half");
+        assert!(matches!(err, ConfigError::HalfAccessKey));
+        let err = parse(&[
+            "--access-key-id=a/b",
+            "--secret-access-key=0123456789abcdef",
+        ])
+        .expect_err("slash");
+        assert!(err.to_string().contains("ESB_ACCESS_KEY_ID"), "{err}");
+        let err = parse(&["--access-key-id=AKIDEXAMPLE", "--secret-access-key=short"])
+            .expect_err("short secret");
+        assert!(err.to_string().contains("ESB_SECRET_ACCESS_KEY"), "{err}");
+    }
+
+    #[test]
+    fn the_store_is_postgres_with_a_url_and_sqlite_in_the_state_dir_otherwise() {
+        let settings = parse(&["--state-dir=/srv/esb"]).expect("valid");
+        assert_eq!(settings.store.describe(), "sqlite:/srv/esb/gateway.db");
+        assert_eq!(settings.database_wait, Duration::from_secs(60));
+        let settings = parse(&[
+            "--database-url=postgres://esb:pw-123@database:5432/esb",
+            "--database-wait-seconds=5",
+        ])
+        .expect("valid");
+        assert_eq!(
+            settings.store.describe(),
+            "postgres://esb:***@database:5432/esb"
+        );
+        assert_eq!(settings.database_wait, Duration::from_secs(5));
+        let err = parse(&["--database-url=mysql://esb:pw-123@db/esb"]).expect_err("scheme");
+        assert!(!err.to_string().contains("pw-123"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_dir_excludes_explicit_files() {
+        let err = parse(&["--tls-dir=/certs", "--agent-ca=/certs/ca.pem"]).expect_err("conflict");
+        assert!(matches!(err, ConfigError::TlsDirConflict), "{err}");
     }
 }

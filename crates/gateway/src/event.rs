@@ -613,6 +613,24 @@ impl UtcTime {
         )
     }
 
+    /// ISO 8601 / RFC 3339 with optional milliseconds:
+    /// `2020-05-15T06:01:09Z` or `2020-05-15T06:01:09.123Z`.
+    pub(crate) fn iso8601(&self, millis: Option<u32>) -> String {
+        let fraction = millis.map(|m| format!(".{m:03}")).unwrap_or_default();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
+    /// SigV4's basic ISO 8601 form (`X-Amz-Date`): `20200515T060109Z`.
+    pub(crate) fn amz_basic(&self) -> String {
+        format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
     /// Java's `Date.toString()` in UTC, as REST API Cognito authorizers show
     /// `exp` and `iat`: `Sun Dec 17 07:28:12 UTC 2017`.
     pub(crate) fn java_date(&self) -> String {

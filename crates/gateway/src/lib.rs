@@ -10,10 +10,13 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod invocation;
 pub mod metrics;
 pub mod node;
 pub mod pool;
 pub mod route;
+pub mod sigv4;
+pub mod store;
 pub mod tls;
 pub mod worker;
 
@@ -33,13 +36,15 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, SystemClock};
 use crate::catalog::{Catalog, CatalogError, Defaults};
 use crate::config::Settings;
 use crate::event::ApiContext;
 use crate::metrics::Metrics;
 use crate::node::{NodeGrpc, NodeRegistry};
 use crate::pool::Pools;
+use crate::sigv4::Verifier;
+use crate::store::{DeploymentReason, NewDeployment, Store, StoreError};
 
 /// How often the catalog file is checked for changes.
 const CATALOG_POLL: Duration = Duration::from_secs(1);
@@ -70,6 +75,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// The shared state behind every request.
@@ -79,6 +86,10 @@ pub struct Gateway {
     pub pools: Arc<Pools>,
     pub registry: Arc<NodeRegistry>,
     pub auth: Authenticator,
+    /// SigV4 verification of Lambda API requests.
+    pub sigv4: Verifier,
+    /// Durable state (deployments).
+    pub store: Store,
     pub metrics: Arc<Metrics>,
     /// What events say about the API (account, id, stage).
     pub api: ApiContext,
@@ -99,6 +110,27 @@ impl Gateway {
         let catalog = Arc::new(catalog);
         self.pools.apply(&catalog);
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+    }
+
+    /// Records the running catalog as a deployment.
+    async fn record_deployment(&self, reason: DeploymentReason) -> Result<(), StoreError> {
+        let catalog = self.catalog();
+        let recorded = self
+            .store
+            .record_deployment(&NewDeployment {
+                catalog_sha256: &catalog.sha256,
+                functions: catalog.functions.len(),
+                routes: catalog.source.routes.len(),
+                reason,
+                gateway_id: self.registry.gateway_id(),
+            })
+            .await?;
+        tracing::info!(
+            deployment = recorded.id,
+            catalog_sha256 = %recorded.catalog_sha256,
+            "deployment recorded"
+        );
+        Ok(())
     }
 }
 
@@ -129,6 +161,19 @@ pub async fn serve(
         _ => None,
     };
     let auth = Authenticator::new(settings.auth.clone())?;
+    let sigv4 = Verifier::new(
+        settings.access_key.clone(),
+        &settings.region,
+        "lambda",
+        Arc::new(SystemClock),
+    );
+    // The database may still be starting: this waits (bounded) for it.
+    let store = match Store::connect(&settings.store, settings.database_wait, &shutdown).await {
+        Ok(store) => store,
+        // Stopped while waiting for the database: a clean stop.
+        Err(StoreError::Cancelled) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     let metrics = Arc::new(Metrics::new());
     let (node_events, mut node_events_rx) = mpsc::channel(1024);
     let registry = NodeRegistry::new(uuid::Uuid::new_v4().to_string(), HEARTBEAT, node_events);
@@ -143,6 +188,8 @@ pub async fn serve(
         pools: Arc::clone(&pools),
         registry: Arc::clone(&registry),
         auth,
+        sigv4,
+        store,
         metrics,
         api: ApiContext {
             account_id: settings.account_id.clone(),
@@ -155,8 +202,10 @@ pub async fn serve(
     tracing::info!(
         gateway_id = registry.gateway_id(),
         functions = gateway.catalog().functions.len(),
+        store = gateway.store.backend(),
         "gateway starting"
     );
+    gateway.record_deployment(DeploymentReason::Startup).await?;
 
     let tasks = TaskTracker::new();
     {
@@ -257,6 +306,7 @@ pub async fn serve(
     registry.stopped().await;
     tasks.close();
     tasks.wait().await;
+    gateway.store.close().await;
     grpc_result?;
     http_result?;
     Ok(())
@@ -299,6 +349,9 @@ async fn watch_catalog(gateway: Arc<Gateway>, shutdown: CancellationToken) {
                     "catalog reloaded"
                 );
                 gateway.install(catalog);
+                if let Err(e) = gateway.record_deployment(DeploymentReason::Reload).await {
+                    tracing::error!(error = %e, "the reloaded catalog serves but was not recorded");
+                }
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "catalog not reloaded: keeping the running catalog")

@@ -1,13 +1,23 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use esb_gateway::config::Config;
+use esb_contracts::health;
+use esb_gateway::config::{Command, Config};
 use esb_gateway::Listeners;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Healthcheck) = config.command {
+        // The Compose health check: no logging setup, nothing bound.
+        let healthy = health::probe(health::loopback(config.http_addr), "/health");
+        return if healthy {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let json = config.log_format == "json";
     init_tracing(json);
     let settings = match config.validate() {

@@ -280,6 +280,9 @@ impl Pools {
             tracing::info!(function = %pool.function.name, "function changed or removed: retiring its workers");
             pool.retired.store(true, Ordering::SeqCst);
             pool.slots.close();
+            // Requests holding a permit and waiting for a worker of the old
+            // spec move on to the new pool.
+            pool.returned.notify_waiters();
             let idle: Vec<Idle> = {
                 let mut state = pool.lock();
                 let idle: Vec<Idle> = state.idle.drain(..).collect();
@@ -362,6 +365,11 @@ impl Pools {
         // Take an idle worker, start one, or wait for one to come back.
         let (worker, cold_start) = loop {
             let returned = pool.returned.notified();
+            // The function changed: this request gets a worker of the new
+            // spec from the new pool, never a new worker of the old one.
+            if pool.retired.load(Ordering::SeqCst) {
+                return Err(InvokeError::Retired);
+            }
             let taken = {
                 let mut state = pool.lock();
                 if let Some(idle) = state.idle.pop() {
@@ -399,6 +407,17 @@ impl Pools {
                     self.metrics
                         .queue_wait(&name, started.elapsed().as_secs_f64());
                     match self.start(function).await {
+                        Ok(worker) if pool.retired.load(Ordering::SeqCst) => {
+                            // Replaced while it started: the request goes
+                            // to the new spec.
+                            {
+                                let mut state = pool.lock();
+                                state.starting -= 1;
+                                state.total -= 1;
+                            }
+                            self.destroy(worker);
+                            return Err(InvokeError::Retired);
+                        }
                         Ok(worker) => {
                             let mut state = pool.lock();
                             state.starting -= 1;
@@ -676,9 +695,11 @@ impl Pools {
             if self.lock_workers().contains_key(&w.worker_id) {
                 continue;
             }
-            let pool = self
-                .pool(&w.function)
-                .filter(|p| p.function.image == w.image && w.state == WorkerState::Ready as i32);
+            let pool = self.pool(&w.function).filter(|p| {
+                p.function.image == w.image
+                    && p.function.memory_mb == w.memory_mb
+                    && w.state == WorkerState::Ready as i32
+            });
             let entry = Arc::new(WorkerEntry {
                 id: w.worker_id.clone(),
                 function: w.function.clone(),
@@ -942,7 +963,16 @@ mod tests {
     /// records it as "create <fn>", "destroy <id>", "pause <id>".
     fn fake_agent(
         node: Arc<Node>,
+        commands: mpsc::Receiver<Result<esb_contracts::agent::GatewayMessage, tonic::Status>>,
+    ) -> Arc<Mutex<Vec<String>>> {
+        fake_agent_gated(node, commands, None)
+    }
+
+    /// Like [`fake_agent`]; each create first takes a permit of `gate`.
+    fn fake_agent_gated(
+        node: Arc<Node>,
         mut commands: mpsc::Receiver<Result<esb_contracts::agent::GatewayMessage, tonic::Status>>,
+        gate: Option<Arc<Semaphore>>,
     ) -> Arc<Mutex<Vec<String>>> {
         let log = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&log);
@@ -953,9 +983,12 @@ mod tests {
                 };
                 let result = match command.kind {
                     Some(command::Kind::Create(c)) => {
+                        if let Some(gate) = &gate {
+                            gate.acquire().await.expect("gate").forget();
+                        }
                         seen.lock()
                             .expect("log")
-                            .push(format!("create {}", c.function));
+                            .push(format!("create {} {} {}", c.function, c.image, c.worker_id));
                         reply::Result::Worker(Worker {
                             worker_id: c.worker_id,
                             function: c.function,
@@ -1160,6 +1193,58 @@ mod tests {
         settle().await;
         assert_eq!(*log.lock().expect("log"), vec!["destroy w-a".to_string()]);
         assert_eq!(summary(&pools).total, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_started_for_a_function_replaced_meanwhile_is_not_used() {
+        let (events, _rx) = mpsc::channel(16);
+        let registry = NodeRegistry::new("gw".into(), Duration::from_secs(5), events);
+        let (node, commands) = attach_test_node(&registry, "node-1", 4096);
+        let gate = Arc::new(Semaphore::new(0));
+        let log = fake_agent_gated(Arc::clone(&node), commands, Some(Arc::clone(&gate)));
+        let pools = Pools::new(registry, Arc::new(Metrics::new()), settings(None));
+        pools.apply(&catalog(0));
+
+        // A request starts a worker of image 1; the catalog changes to
+        // image 2 before the node answers.
+        let request = WorkerRequest {
+            payload: bytes::Bytes::from_static(b"{}"),
+            request_id: "r-1".into(),
+            trace_id: "Root=1-5759e988-bd862e3fe1be46a994272793".into(),
+            tail: false,
+            client_context: None,
+            invoked_function_arn: None,
+        };
+        let invocation = {
+            let pools = Arc::clone(&pools);
+            tokio::spawn(async move { pools.invoke("fn", &request).await })
+        };
+        settle().await;
+        let mut changed = catalog(0);
+        let f = changed.functions.get_mut("fn").expect("fn");
+        *f = Arc::new(Function {
+            image: "fn-image:2".into(),
+            ..(**f).clone()
+        });
+        pools.apply(&changed);
+        gate.add_permits(2);
+        // The fake workers do not answer invocations (127.0.0.1:9): what
+        // matters is which worker the request went to.
+        let _ = invocation.await.expect("join");
+        settle().await;
+        let log = log.lock().expect("log").clone();
+        let creates: Vec<&String> = log.iter().filter(|l| l.starts_with("create")).collect();
+        assert_eq!(creates.len(), 2, "{log:?}");
+        assert!(creates[0].starts_with("create fn fn-image:1 "), "{log:?}");
+        assert!(
+            creates[1].starts_with("create fn fn-image:2 "),
+            "the request went on with a worker of the new spec: {log:?}"
+        );
+        let old_worker = creates[0].rsplit(' ').next().expect("id");
+        assert!(
+            log.contains(&format!("destroy {old_worker}")),
+            "the old-spec worker is destroyed unused: {log:?}"
+        );
     }
 
     #[test]

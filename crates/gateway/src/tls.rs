@@ -8,6 +8,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 
+use esb_contracts::pki::{self, files};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -22,7 +24,24 @@ pub enum TlsError {
     NoKey { path: PathBuf },
     #[error("the certificate and key are not usable: {0}")]
     Config(#[source] tokio_rustls::rustls::Error),
+    #[error("certificate directory {dir} is incomplete: {missing} missing (it has {present}); restore them, or empty the directory to have new ones generated")]
+    Incomplete {
+        dir: PathBuf,
+        missing: String,
+        present: String,
+    },
+    #[error("cannot generate the box's TLS material: {0}")]
+    Generate(#[source] esb_contracts::pki::PkiError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+/// The files of the certificate directory the gateway reads.
+const DIR_FILES: [&str; 3] = [files::GATEWAY_CERT, files::GATEWAY_KEY, files::CA_CERT];
 
 /// PEM files of the gateway's identity and of the CA that signs agents.
 #[derive(Debug, Clone)]
@@ -34,6 +53,43 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The box's certificate directory: `gateway.pem` and `gateway.key` are
+    /// the server identity, `ca.pem` the agents' CA. When the directory
+    /// holds none of the box's files, a new box PKI is generated and written
+    /// there first (private keys 0600); when only some exist, that is an
+    /// error naming the missing ones.
+    pub fn from_dir(dir: &Path) -> Result<TlsFiles, TlsError> {
+        let exists = |name: &str| dir.join(name).exists();
+        let (present, missing): (Vec<&str>, Vec<&str>) =
+            DIR_FILES.iter().copied().partition(|name| exists(name));
+        if present.is_empty() {
+            let others: Vec<&str> = all_box_files()
+                .into_iter()
+                .filter(|name| exists(name))
+                .collect();
+            if others.is_empty() {
+                generate(dir)?;
+            } else {
+                return Err(TlsError::Incomplete {
+                    dir: dir.to_owned(),
+                    missing: missing.join(", "),
+                    present: others.join(", "),
+                });
+            }
+        } else if !missing.is_empty() {
+            return Err(TlsError::Incomplete {
+                dir: dir.to_owned(),
+                missing: missing.join(", "),
+                present: present.join(", "),
+            });
+        }
+        TlsFiles::read(
+            &dir.join(files::GATEWAY_CERT),
+            &dir.join(files::GATEWAY_KEY),
+            Some(&dir.join(files::CA_CERT)),
+        )
+    }
+
     pub fn read(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsFiles, TlsError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
@@ -102,5 +158,104 @@ impl TlsFiles {
             Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
             None => config,
         }
+    }
+}
+
+fn all_box_files() -> [&'static str; 8] {
+    [
+        files::CA_CERT,
+        files::CA_KEY,
+        files::GATEWAY_CERT,
+        files::GATEWAY_KEY,
+        files::AGENT_CERT,
+        files::AGENT_KEY,
+        files::CLIENT_CERT,
+        files::CLIENT_KEY,
+    ]
+}
+
+/// Writes a new box PKI into `dir`: certificates 0644, private keys 0600,
+/// each file created new (never overwriting one that appeared meanwhile).
+fn generate(dir: &Path) -> Result<(), TlsError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let write_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_error(dir))?;
+    let material = pki::box_material(&[]).map_err(TlsError::Generate)?;
+    for (name, pem) in material {
+        let path = dir.join(name);
+        let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(write_error(&path))?;
+        file.write_all(pem.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(write_error(&path))?;
+    }
+    tracing::info!(dir = %dir.display(), "generated the box's TLS material");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("esb-tls-{name}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    #[test]
+    fn an_empty_directory_gets_the_box_material() {
+        let dir = temp_dir("empty").join("certs");
+        let files = TlsFiles::from_dir(&dir).expect("generated");
+        assert!(files.client_ca_pem.is_some(), "the agents' CA is ca.pem");
+        files.https_config().expect("a usable server identity");
+        for name in all_box_files() {
+            let mode = std::fs::metadata(dir.join(name))
+                .expect(name)
+                .permissions()
+                .mode()
+                & 0o777;
+            let expected = if name.ends_with(".key") { 0o600 } else { 0o644 };
+            assert_eq!(mode, expected, "{name}");
+        }
+        // The second start reads what the first wrote.
+        let again = TlsFiles::from_dir(&dir).expect("read back");
+        assert_eq!(again.cert_pem, files.cert_pem);
+        let _ = std::fs::remove_dir_all(dir.parent().expect("parent"));
+    }
+
+    #[test]
+    fn a_partial_directory_is_an_error_naming_the_missing_files() {
+        let dir = temp_dir("partial");
+        TlsFiles::from_dir(&dir).expect("generated");
+        std::fs::remove_file(dir.join(files::GATEWAY_KEY)).expect("remove");
+        let err = TlsFiles::from_dir(&dir)
+            .expect_err("incomplete")
+            .to_string();
+        assert!(err.contains("gateway.key missing"), "{err}");
+        assert!(err.contains("gateway.pem"), "{err}");
+
+        // Only other box files (an agent's): not generated over them.
+        let other = temp_dir("other");
+        std::fs::write(other.join(files::AGENT_CERT), "x").expect("write");
+        let err = TlsFiles::from_dir(&other).expect_err("refused").to_string();
+        assert!(
+            err.contains("gateway.pem, gateway.key, ca.pem missing"),
+            "{err}"
+        );
+        assert!(!other.join(files::GATEWAY_CERT).exists());
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(other);
     }
 }

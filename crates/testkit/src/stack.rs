@@ -22,6 +22,9 @@ use esb_contracts::pki::Pki;
 pub const USER: &str = "tester";
 pub const PASSWORD: &str = "correct horse battery";
 pub const API_KEY: &str = "test-api-key-0123456789";
+/// The box's AWS key pair: Lambda API requests signed with it are accepted.
+pub const ACCESS_KEY_ID: &str = "AKIDESBTEST0000000001";
+pub const SECRET_ACCESS_KEY: &str = "esb-test/secret+access+key0123456789";
 const JWT_SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
 /// Knobs of the gateway under test.
@@ -146,6 +149,11 @@ impl<B: Backend> Stack<B> {
             format!("--auth-password={PASSWORD}"),
             format!("--api-key={API_KEY}"),
             format!("--jwt-secret={JWT_SECRET}"),
+            format!("--access-key-id={ACCESS_KEY_ID}"),
+            format!("--secret-access-key={SECRET_ACCESS_KEY}"),
+            // The gateway's SQLite state lives with the stack (and survives
+            // gateway restarts).
+            format!("--state-dir={}", path("state")),
             format!("--idle-timeout-seconds={}", o.idle_timeout_seconds),
             format!("--acquire-timeout-seconds={}", o.acquire_timeout_seconds),
             format!("--breaker-threshold={}", o.breaker_threshold),
@@ -320,6 +328,11 @@ impl<B: Backend> Stack<B> {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The PEM CA the HTTPS listener's certificate chains to (`AWS_CA_BUNDLE`).
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 }
 
