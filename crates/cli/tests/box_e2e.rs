@@ -1,0 +1,477 @@
+//! End to end on real Docker Compose: `esb build` and `esb up --wait` of the
+//! example SAM app under a unique project with every port 0, then what a
+//! user does: HTTPS requests with auth, S3 from the host (boto3) and from a
+//! function, a function invoking another through boto3, PostgreSQL from a
+//! function, `esb invoke`, `esb logs`, an incremental rebuild picked up
+//! without a restart, scale to zero, and `esb down -v` leaving nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const ESB: &str = env!("CARGO_BIN_EXE_esb");
+
+/// A copy of the example app in a temp dir, and the box's project name.
+struct App {
+    dir: PathBuf,
+    project: String,
+}
+
+impl App {
+    fn new(tag: &str) -> App {
+        let dir = std::env::temp_dir().join(format!("esb-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(
+            &esb_testkit::workspace_root().join("examples/sam-app"),
+            &dir,
+        );
+        App {
+            dir,
+            project: format!("e2e{tag}{}", std::process::id()),
+        }
+    }
+
+    fn esb(&self, args: &[&str]) -> Output {
+        let python = esb_testkit::python();
+        let out = Command::new(ESB)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("ESB_PROJECT", &self.project)
+            .env("ESB_PIP", format!("{} -m pip", python.display()))
+            .env("ESB_IDLE_TIMEOUT_SECONDS", "6")
+            .envs(
+                [
+                    "ESB_PORT_GATEWAY_HTTPS",
+                    "ESB_PORT_GATEWAY_HTTP",
+                    "ESB_PORT_GRPC",
+                    "ESB_PORT_S3",
+                    "ESB_PORT_DATABASE",
+                    "ESB_PORT_LOGS",
+                ]
+                .map(|v| (v, "0")),
+            )
+            .output()
+            .expect("run esb");
+        eprintln!(
+            "$ esb {} -> {}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn esb_ok(&self, args: &[&str]) -> String {
+        let out = self.esb(args);
+        assert!(out.status.success(), "esb {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.esb(&["down", "-v"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == ".esb") {
+            continue;
+        }
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Run python with boto3 against the box: S3 endpoint and keys from `info`.
+fn boto3(info: &Value, script: &str) -> String {
+    let creds = &info["credentials"];
+    let out = Command::new(esb_testkit::python())
+        .args(["-c", script])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env(
+            "AWS_ENDPOINT_URL_S3",
+            info["endpoints"]["s3"].as_str().expect("s3"),
+        )
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            creds["access_key_id"].as_str().expect("key"),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            creds["secret_access_key"].as_str().expect("secret"),
+        )
+        .env("AWS_REGION", info["region"].as_str().expect("region"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "boto3 script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_app_runs_as_a_box() {
+    let app = App::new("box");
+    app.esb_ok(&["build"]);
+    app.esb_ok(&["up", "--wait"]);
+    let info: Value = serde_json::from_str(&app.esb_ok(&["info", "--json"])).expect("info json");
+    assert_eq!(info["mode"], "docker");
+    assert_eq!(info["project"], app.project.as_str());
+    let gateway = info["endpoints"]["gateway"]
+        .as_str()
+        .expect("gateway")
+        .to_owned();
+    assert!(gateway.starts_with("https://127.0.0.1:"), "{gateway}");
+    assert!(
+        !gateway.ends_with(":8443"),
+        "port 0 must pick a free port: {gateway}"
+    );
+    let ca = std::fs::read(info["ca_cert"].as_str().expect("ca")).expect("read ca");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca pem"))
+        .build()
+        .expect("client");
+    let creds = info["credentials"].clone();
+
+    // A public route, over HTTPS with the box's CA.
+    let hello: Value = client
+        .get(format!("{gateway}/hello/ESB"))
+        .send()
+        .await
+        .expect("hello")
+        .json()
+        .await
+        .expect("hello json");
+    assert_eq!(hello["message"], "Hello, ESB!");
+    assert_eq!(hello["stage"], "dev");
+
+    // Authenticated routes need the IdToken.
+    let denied = client
+        .put(format!("{gateway}/files/a.txt"))
+        .body("x")
+        .send()
+        .await
+        .expect("files");
+    assert_eq!(denied.status(), 401);
+    let login: Value = client
+        .post(format!("{gateway}/user/auth/v1"))
+        .header("x-api-key", creds["api_key"].as_str().expect("api key"))
+        .json(
+            &json!({"AuthParameters": {"USERNAME": creds["user"], "PASSWORD": creds["password"]}}),
+        )
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login json");
+    let token = login["AuthenticationResult"]["IdToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // S3 from a function, read back from the host with boto3, and the other way.
+    let stored = client
+        .put(format!("{gateway}/files/docs/a.txt"))
+        .bearer_auth(&token)
+        .body("written by a function")
+        .send()
+        .await
+        .expect("put file");
+    assert_eq!(stored.status(), 200, "{:?}", stored.text().await);
+    let bucket = format!("{}-files", app.project);
+    let from_host = boto3(
+        &info,
+        &format!(
+            r#"
+import boto3
+s3 = boto3.client("s3")
+print(s3.get_object(Bucket="{bucket}", Key="docs/a.txt")["Body"].read().decode())
+s3.put_object(Bucket="{bucket}", Key="docs/b.txt", Body=b"written by the host")
+rules = s3.get_bucket_lifecycle_configuration(Bucket="{bucket}")["Rules"]
+assert rules[0]["Expiration"]["Days"] == 1, rules
+"#
+        ),
+    );
+    assert_eq!(from_host, "written by a function");
+    let read = client
+        .get(format!("{gateway}/files/docs/b.txt"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get file");
+    assert_eq!(read.text().await.expect("body"), "written by the host");
+
+    // One function invokes another with boto3's lambda client.
+    let called: Value = client
+        .get(format!("{gateway}/call/friend"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("call")
+        .json()
+        .await
+        .expect("call json");
+    assert_eq!(called["called"], "HelloFunction");
+    assert_eq!(called["reply"]["message"], "Hello, friend!");
+
+    // PostgreSQL from a function, through DATABASE_URL.
+    let note: Value = client
+        .post(format!("{gateway}/notes"))
+        .bearer_auth(&token)
+        .json(&json!({"text": "remember the milk"}))
+        .send()
+        .await
+        .expect("post note")
+        .json()
+        .await
+        .expect("note json");
+    assert_eq!(note["text"], "remember the milk");
+    let notes: Value = client
+        .get(format!("{gateway}/notes"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("notes")
+        .json()
+        .await
+        .expect("notes json");
+    assert!(
+        notes
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x["text"] == "remember the milk")),
+        "{notes}"
+    );
+
+    // esb invoke and esb logs.
+    let out = app.esb_ok(&["invoke", "HelloFunction", "--payload", r#"{"name": "cli"}"#]);
+    assert!(out.contains("Hello, cli!"), "{out}");
+    let logs = app.esb_ok(&["logs", "HelloFunction"]);
+    for needle in [
+        "START RequestId:",
+        "END RequestId:",
+        "REPORT RequestId:",
+        "saying hello to cli",
+    ] {
+        assert!(
+            logs.contains(needle),
+            "`esb logs HelloFunction` lacks {needle:?}:\n{logs}"
+        );
+    }
+    let status: Value =
+        serde_json::from_str(&app.esb_ok(&["status", "--json"])).expect("status json");
+    assert!(
+        status["services"].as_array().is_some_and(|s| s.len() >= 4),
+        "{status}"
+    );
+
+    // An incremental rebuild: only the changed function is rebuilt, and the
+    // running gateway serves it without a restart.
+    let code = app.dir.join("hello/app.py");
+    let text = std::fs::read_to_string(&code).expect("read");
+    std::fs::write(&code, text.replace("Hello, ", "Hi again, ")).expect("write");
+    let out = app.esb(&["build"]);
+    assert!(out.status.success());
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("1 rebuilt"), "{report}");
+    eventually("the new HelloFunction", Duration::from_secs(30), || {
+        let client = client.clone();
+        let url = format!("{gateway}/hello/ESB");
+        async move {
+            let body = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            if body.contains("Hi again, ESB!") {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        }
+    })
+    .await;
+
+    // Scale to zero after the idle timeout, and back on the next request.
+    let workers = |function: &str| {
+        docker_lines(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=esb.stack={}", app.project),
+            "--filter",
+            &format!("label=esb.function={function}"),
+        ])
+        .len()
+    };
+    assert!(workers("HelloFunction") >= 1);
+    eventually("scale to zero", Duration::from_secs(40), || {
+        let n = workers("HelloFunction");
+        async move {
+            if n == 0 {
+                Ok(())
+            } else {
+                Err(format!("{n} workers"))
+            }
+        }
+    })
+    .await;
+    let again = client
+        .get(format!("{gateway}/hello/zero"))
+        .send()
+        .await
+        .expect("hello");
+    assert_eq!(again.status(), 200);
+
+    // down -v leaves nothing behind.
+    app.esb_ok(&["down", "-v"]);
+    let label = format!("label=com.docker.compose.project={}", app.project);
+    assert!(
+        docker_lines(&["ps", "-aq", "--filter", &label]).is_empty(),
+        "containers left"
+    );
+    assert!(
+        docker_lines(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=esb.stack={}", app.project)
+        ])
+        .is_empty(),
+        "workers left"
+    );
+    assert!(
+        docker_lines(&["network", "ls", "-q", "--filter", &label]).is_empty(),
+        "networks left"
+    );
+    assert!(
+        docker_lines(&["volume", "ls", "-q", "--filter", &label]).is_empty(),
+        "volumes left"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_one_line_error_and_starts_nothing() {
+    let app = App::new("bad");
+    // A malformed template: exit 65, file and line named.
+    std::fs::write(
+        app.dir.join("template.yaml"),
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties: [oops\n",
+    )
+    .expect("write");
+    let out = app.esb(&["build"]);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("template.yaml:"), "{err}");
+
+    // An unknown runtime: the line of the Runtime.
+    std::fs::write(
+        app.dir.join("template.yaml"),
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: hello/\n      Handler: app.handler\n      Runtime: cobol85\n",
+    )
+    .expect("write");
+    let out = app.esb(&["build"]);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("template.yaml:8:") && err.contains("cobol85"),
+        "{err}"
+    );
+
+    // No Docker daemon: exit 69, one line.
+    let out = Command::new(ESB)
+        .args(["up"])
+        .current_dir(&app.dir)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("ESB_PROJECT", &app.project)
+        .output()
+        .expect("esb");
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("Docker daemon"), "{err}");
+
+    // An occupied port: exit 69 naming the variable, and no container started.
+    std::fs::remove_dir_all(&app.dir).expect("rm");
+    copy_dir(
+        &esb_testkit::workspace_root().join("examples/sam-app"),
+        &app.dir,
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port().to_string();
+    let out = Command::new(ESB)
+        .args(["up"])
+        .current_dir(&app.dir)
+        .env("ESB_PROJECT", &app.project)
+        .env(
+            "ESB_PIP",
+            format!("{} -m pip", esb_testkit::python().display()),
+        )
+        .env("ESB_PORT_GATEWAY_HTTPS", &port)
+        .envs(
+            [
+                "ESB_PORT_GATEWAY_HTTP",
+                "ESB_PORT_GRPC",
+                "ESB_PORT_S3",
+                "ESB_PORT_DATABASE",
+                "ESB_PORT_LOGS",
+            ]
+            .map(|v| (v, "0")),
+        )
+        .output()
+        .expect("esb");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains(&format!("port {port}")) && err.contains("ESB_PORT_GATEWAY_HTTPS"),
+        "{err}"
+    );
+    let label = format!("label=com.docker.compose.project={}", app.project);
+    assert!(docker_lines(&["ps", "-aq", "--filter", &label]).is_empty());
+}

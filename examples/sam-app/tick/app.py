@@ -1,0 +1,3 @@
+def handler(event, context):
+    print(f"tick: {event}")
+    return {"ok": True}
