@@ -74,6 +74,21 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.esb(&["down", "-v"]);
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The function images of this copy of the app.
+        let prefix = format!(
+            "esb-fn-{}-",
+            self.dir.file_name().and_then(|n| n.to_str()).unwrap_or("-")
+        );
+        let out = Command::new("docker")
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output();
+        if let Ok(out) = out {
+            for image in String::from_utf8_lossy(&out.stdout).lines() {
+                if image.starts_with(&prefix) {
+                    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+                }
+            }
+        }
     }
 }
 
@@ -474,4 +489,56 @@ fn bad_input_gets_a_one_line_error_and_starts_nothing() {
     );
     let label = format!("label=com.docker.compose.project={}", app.project);
     assert!(docker_lines(&["ps", "-aq", "--filter", &label]).is_empty());
+}
+
+#[test]
+fn init_scaffolds_an_app_that_builds() {
+    let dir = std::env::temp_dir().join(format!("esb-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(ESB)
+        .args(["init"])
+        .arg(&dir)
+        .output()
+        .expect("esb init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second init does not overwrite the app.
+    let again = Command::new(ESB)
+        .args(["init"])
+        .arg(&dir)
+        .output()
+        .expect("esb init");
+    assert_eq!(again.status.code(), Some(64));
+    let out = Command::new(ESB)
+        .arg("build")
+        .current_dir(&dir)
+        .env("ESB_PROJECT", format!("init{}", std::process::id()))
+        .output()
+        .expect("esb build");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("HelloFunction") && err.contains("1 rebuilt"),
+        "{err}"
+    );
+    let catalog: Value = serde_json::from_slice(
+        &std::fs::read(dir.join(".esb/config/gateway.json")).expect("catalog"),
+    )
+    .expect("catalog json");
+    assert_eq!(catalog["routes"][0]["path"], "/hello/{name}");
+    assert_eq!(catalog["routes"][0]["auth"], "none");
+    for image in docker_lines(&[
+        "images",
+        "-q",
+        &format!(
+            "esb-fn-{}-hellofunction",
+            dir.file_name().and_then(|n| n.to_str()).expect("name")
+        ),
+    ]) {
+        let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
