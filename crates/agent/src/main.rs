@@ -19,9 +19,17 @@ use tokio_util::sync::CancellationToken;
 /// Exit code for bad configuration (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// Where the metrics listener (`/metrics`, `/health`) binds by default.
+const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9091";
+
 /// The ESB agent: runs function workers on this node for the gateway.
 #[derive(Debug, Parser)]
-#[command(name = "esb-agent", version)]
+#[command(
+    name = "esb-agent",
+    version,
+    after_help = "`esb-agent healthcheck` probes a running agent instead: exit 0 when GET /health \
+                  on ESB_AGENT_METRICS_ADDR answers 200 (the image's health check)."
+)]
 struct Config {
     /// The gateway's gRPC URL: https://host:port (mTLS) or http://host:port.
     #[arg(long, env = "ESB_GATEWAY_URL")]
@@ -76,11 +84,22 @@ struct Config {
     #[arg(long, env = "ESB_NODE_LABELS", default_value = "")]
     node_labels: String,
     /// Address of the Prometheus /metrics endpoint.
-    #[arg(long, env = "ESB_AGENT_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    #[arg(long, env = "ESB_AGENT_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
     metrics_addr: SocketAddr,
     /// Log format: text or json.
     #[arg(long, env = "ESB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// `esb-agent healthcheck`: the health check of the agent's image, which has
+/// no shell or curl. Exit 0 when the agent's `GET /health` answers 200.
+#[derive(Debug, Parser)]
+#[command(name = "esb-agent healthcheck")]
+struct HealthcheckConfig {
+    /// Address of the agent's metrics listener (a 0.0.0.0 address is probed
+    /// on 127.0.0.1).
+    #[arg(long, env = "ESB_AGENT_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    metrics_addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,6 +122,12 @@ struct Validated {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "healthcheck")
+    {
+        return healthcheck();
+    }
     let config = match Config::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -140,6 +165,27 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn healthcheck() -> ExitCode {
+    // The first argument, "healthcheck", stands in for the program name.
+    let config = match HealthcheckConfig::try_parse_from(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let addr = esb_contracts::health::loopback(config.metrics_addr);
+    if esb_contracts::health::probe(addr, esb_agent::metrics::HEALTH_PATH) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "esb-agent: no 200 from http://{addr}{}",
+            esb_agent::metrics::HEALTH_PATH
+        );
+        ExitCode::FAILURE
     }
 }
 
@@ -375,6 +421,18 @@ mod tests {
         ]))
         .is_err());
         assert!(validate(config(&["--gateway-url", "grpc://gw:50051"])).is_err());
+    }
+
+    #[test]
+    fn healthcheck_takes_the_metrics_address() {
+        let c =
+            HealthcheckConfig::try_parse_from(["healthcheck", "--metrics-addr", "0.0.0.0:9191"])
+                .expect("parse");
+        assert_eq!(
+            esb_contracts::health::loopback(c.metrics_addr),
+            "127.0.0.1:9191".parse::<SocketAddr>().expect("addr")
+        );
+        assert!(HealthcheckConfig::try_parse_from(["healthcheck", "--gateway-url", "x"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The agent's Prometheus metrics: a few counters and gauges served as text
-//! on `GET /metrics`.
+//! on `GET /metrics`, next to the liveness route `GET /health`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,7 +183,12 @@ impl AgentMetrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled.
+/// The liveness route on the metrics listener (`esb-agent healthcheck`
+/// probes it).
+pub const HEALTH_PATH: &str = "/health";
+
+/// Serves `GET /metrics` and `GET /health` on `listener` until `shutdown` is
+/// cancelled.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<AgentMetrics>,
@@ -191,6 +196,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
+        .route(HEALTH_PATH, get(health))
         .with_state(metrics);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -201,6 +207,19 @@ async fn render(State(metrics): State<Arc<AgentMetrics>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),
+    )
+}
+
+/// `200` whenever the agent process is up and serving, whether or not it is
+/// registered with a gateway right now (it reconnects on its own); the body
+/// says which, for people: `{"status":"up","connected":true}`.
+async fn health(State(metrics): State<Arc<AgentMetrics>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            "{{\"status\":\"up\",\"connected\":{}}}\n",
+            metrics.is_connected()
+        ),
     )
 }
 
@@ -225,6 +244,20 @@ mod tests {
         assert_eq!(m.commands_total(), 3);
     }
 
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+
     #[tokio::test]
     async fn serves_metrics_over_http() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -233,17 +266,43 @@ mod tests {
         metrics.registered();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(listener, Arc::clone(&metrics), shutdown.clone()));
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.expect("read");
+        let body = get(addr, "/metrics").await;
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(body.contains("esb_agent_registrations_total 1"), "{body}");
         shutdown.cancel();
         server.await.expect("join").expect("serve");
+    }
+
+    #[tokio::test]
+    async fn health_is_up_with_or_without_a_gateway() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Arc::new(AgentMetrics::default());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Arc::clone(&metrics), shutdown.clone()));
+        let body = get(addr, HEALTH_PATH).await;
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(
+            body.ends_with("{\"status\":\"up\",\"connected\":false}\n"),
+            "{body}"
+        );
+        metrics.registered();
+        let body = get(addr, HEALTH_PATH).await;
+        assert!(
+            body.ends_with("{\"status\":\"up\",\"connected\":true}\n"),
+            "{body}"
+        );
+        // The probe the image's health check runs.
+        let probe =
+            tokio::task::spawn_blocking(move || esb_contracts::health::probe(addr, HEALTH_PATH));
+        assert!(probe.await.expect("probe"));
+        shutdown.cancel();
+        server.await.expect("join").expect("serve");
+        let probe =
+            tokio::task::spawn_blocking(move || esb_contracts::health::probe(addr, HEALTH_PATH));
+        assert!(
+            !probe.await.expect("probe"),
+            "nothing listens after shutdown"
+        );
     }
 }

@@ -370,6 +370,46 @@ async fn a_restarted_backend_adopts_running_workers_and_reaps_dead_ones() {
 }
 
 #[tokio::test]
+async fn boxes_sharing_a_node_id_leave_each_other_alone() {
+    // Two boxes on one daemon whose agents have the same node id.
+    let ours = Scope::new("shared-ours");
+    let mut theirs = Scope::new("shared-theirs");
+    theirs.node = ours.node.clone();
+    let first = ours.backend().await;
+    let live = first
+        .create(ours.spec("w-live"))
+        .await
+        .expect("create live");
+    let dead = first
+        .create(ours.spec("w-dead"))
+        .await
+        .expect("create dead");
+    // Our agent goes away (it would remove its own dead worker) and a worker
+    // dies meanwhile.
+    first.close().await;
+    drop(first);
+    docker(&["kill", &dead.backend_id]);
+    docker(&["wait", &dead.backend_id]);
+
+    // The other box's agent starts: it neither reaps our dead worker nor
+    // offers our live one for adoption (its gateway would destroy it).
+    let other = theirs.backend().await;
+    assert!(other.adopt().await.expect("adopt").is_empty());
+    let mut left = ours.containers();
+    left.sort();
+    let mut expected = vec![
+        live.backend_id[..12].to_owned(),
+        dead.backend_id[..12].to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    other.close().await;
+
+    let (status, _) = invoke(&live.address, json!({})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn missing_image_is_image_not_found_and_leaves_nothing() {
     let scope = Scope::new("noimage");
     let backend = scope.backend().await;

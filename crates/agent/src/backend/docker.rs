@@ -3,12 +3,13 @@
 //!
 //! Containers carry the labels `esb.node`, `esb.stack`, `esb.function`,
 //! `esb.worker` (the gateway's worker id), `esb.owner`, `esb.memory` and
-//! `esb.image`; the node label is how the backend finds its containers again
-//! after a restart. Workers run unprivileged (`user`, all capabilities
-//! dropped, `no-new-privileges`), with a read-only root and a writable tmpfs
-//! `/tmp`, `MemorySize` as a hard limit without swap, CPU proportional to
-//! memory (1769 MB = 1 vCPU, as Lambda), a pids limit and `docker-init` as
-//! PID 1.
+//! `esb.image`; the node and stack labels together are how the backend finds
+//! its containers again after a restart (several boxes, each with its own
+//! stack, may share one daemon and even one node id). Workers run
+//! unprivileged (`user`, all capabilities dropped, `no-new-privileges`),
+//! with a read-only root and a writable tmpfs `/tmp`, `MemorySize` as a hard
+//! limit without swap, CPU proportional to memory (1769 MB = 1 vCPU, as
+//! Lambda), a pids limit and `docker-init` as PID 1.
 //!
 //! Network safety: the backend probes a worker's `/health` only on an
 //! address it has a local route to. In [`AddressMode::Loopback`] that is
@@ -343,12 +344,13 @@ impl Inner {
         }
     }
 
-    /// This node's containers, optionally only the one of `worker_id`.
+    /// This node's containers of this stack, optionally only the one of
+    /// `worker_id`.
     async fn containers(
         &self,
         worker_id: Option<&str>,
     ) -> Result<Vec<ContainerSummary>, BackendError> {
-        let mut labels = vec![format!("{}={}", label::NODE, self.config.node_id)];
+        let mut labels = own_labels(&self.config);
         if let Some(w) = worker_id {
             labels.push(format!("{}={w}", label::WORKER));
         }
@@ -885,6 +887,14 @@ fn tail_bytes(s: &str, max: usize) -> &str {
         start += 1;
     }
     &s[start..]
+}
+
+/// The label filters (all must match) of this backend's own containers.
+fn own_labels(config: &DockerConfig) -> Vec<String> {
+    vec![
+        format!("{}={}", label::NODE, config.node_id),
+        format!("{}={}", label::STACK, config.stack),
+    ]
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Docker's event stream for this node's containers, turned into worker
-//! events: `die` (with the exit code) and `oom`; exited workers are removed.
+//! Docker's event stream for this node's containers of this stack, turned
+//! into worker events: `die` (with the exit code) and `oom`; exited workers
+//! are removed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,10 +19,7 @@ use super::{label, Inner};
 pub(super) async fn watch_events(inner: Arc<Inner>, stop: CancellationToken, mut since: String) {
     let filters = HashMap::from([
         ("type", vec!["container".to_owned()]),
-        (
-            "label",
-            vec![format!("{}={}", label::NODE, inner.config.node_id)],
-        ),
+        ("label", super::own_labels(&inner.config)),
         (
             "event",
             vec!["die".to_owned(), "oom".to_owned(), "destroy".to_owned()],
