@@ -7,16 +7,21 @@ use std::time::Duration;
 
 use crate::LifecycleSettings;
 
+/// Where the S3 endpoint listens by default.
+const DEFAULT_ADDR: &str = "0.0.0.0:9000";
+
 /// User input of the `esb-storage` binary.
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "esb-storage",
     version,
-    about = "ESB S3-compatible object store"
+    about = "ESB S3-compatible object store",
+    after_help = "`esb-storage healthcheck` probes a running server instead: exit 0 when \
+                  GET /_esb/health on ESB_STORAGE_ADDR answers 200 (the image's health check)."
 )]
 pub struct Config {
     /// Address the S3 endpoint listens on.
-    #[arg(long, env = "ESB_STORAGE_ADDR", default_value = "0.0.0.0:9000")]
+    #[arg(long, env = "ESB_STORAGE_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
     /// Directory holding buckets and objects; must exist.
     #[arg(long, env = "ESB_STORAGE_DIR", default_value = "/data")]
@@ -46,6 +51,24 @@ pub struct Config {
     /// Log format: `json` (inside containers) or `text`.
     #[arg(long, env = "ESB_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// `esb-storage healthcheck`: the health check of the storage image, which
+/// has no shell or curl. Exit 0 when [`crate::HEALTH_PATH`] answers 200.
+#[derive(Debug, clap::Parser)]
+#[command(name = "esb-storage healthcheck")]
+pub struct HealthcheckConfig {
+    /// Address of the running server (a 0.0.0.0 address is probed on
+    /// 127.0.0.1).
+    #[arg(long, env = "ESB_STORAGE_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+}
+
+impl HealthcheckConfig {
+    /// The address to probe.
+    pub fn probe_addr(&self) -> SocketAddr {
+        esb_contracts::health::loopback(self.addr)
+    }
 }
 
 /// Invalid configuration; the binary exits with status 64.
@@ -237,6 +260,14 @@ mod tests {
             "SK",
         ]);
         assert!(matches!(c.validate(), Err(ConfigError::DataDir { .. })));
+    }
+
+    #[test]
+    fn healthcheck_probes_the_listen_address_on_loopback() {
+        let c = HealthcheckConfig::parse_from(["healthcheck", "--addr", "0.0.0.0:9100"]);
+        assert_eq!(c.probe_addr(), "127.0.0.1:9100".parse().expect("addr"));
+        let c = HealthcheckConfig::parse_from(["healthcheck", "--addr", "10.1.2.3:9000"]);
+        assert_eq!(c.probe_addr(), "10.1.2.3:9000".parse().expect("addr"));
     }
 
     #[test]

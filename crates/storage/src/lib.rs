@@ -15,7 +15,7 @@ mod lifecycle;
 mod server;
 mod store;
 
-pub use config::{Config, Credentials, Settings};
+pub use config::{Config, Credentials, HealthcheckConfig, Settings};
 pub use error::StorageError;
 pub use lifecycle::LifecycleSettings;
 pub use server::{serve, HEALTH_PATH};

@@ -1,13 +1,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use esb_storage::{CancellationToken, Config};
+use esb_storage::{CancellationToken, Config, HealthcheckConfig, HEALTH_PATH};
 use tokio::net::TcpListener;
 
 /// `EX_CONFIG`-style status for bad configuration (sysexits `EX_USAGE`).
 const EXIT_BAD_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "healthcheck")
+    {
+        return healthcheck();
+    }
     let config = match Config::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -56,6 +62,24 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn healthcheck() -> ExitCode {
+    // The first argument, "healthcheck", stands in for the program name.
+    let config = match HealthcheckConfig::try_parse_from(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let addr = config.probe_addr();
+    if esb_contracts::health::probe(addr, HEALTH_PATH) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("esb-storage: no 200 from http://{addr}{HEALTH_PATH}");
+        ExitCode::FAILURE
     }
 }
 

@@ -1,5 +1,5 @@
-//! The `esb-storage` binary: configuration errors, JSON logs, readiness and
-//! graceful shutdown on SIGTERM.
+//! The `esb-storage` binary: configuration errors, JSON logs, readiness, its
+//! `healthcheck` probe and graceful shutdown on SIGTERM.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -118,6 +118,14 @@ async fn serves_health_logs_json_and_stops_on_sigterm() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("ok\n"), "{response}");
 
+    // The image's health check, given the address as in the container (by
+    // environment) or as a flag.
+    let (code, stderr) =
+        exit_code(command().arg("healthcheck").env("ESB_STORAGE_ADDR", &addr)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = exit_code(command().args(["healthcheck", "--addr", &addr])).await;
+    assert_eq!(code, Some(0), "{stderr}");
+
     let pid = child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -132,4 +140,9 @@ async fn serves_health_logs_json_and_stops_on_sigterm() {
     while let Ok(Some(line)) = lines.next_line().await {
         assert!(!line.contains("super-secret-value"), "{line}");
     }
+
+    // Nothing listens any more: unhealthy.
+    let (code, stderr) = exit_code(command().args(["healthcheck", "--addr", &addr])).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("/_esb/health"), "{stderr}");
 }
