@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Build ESB's local base images (DESIGN.md §5) without pulling images and
-# without network inside any container:
+# Build ESB's local images without pulling images and without network inside
+# any container (DESIGN.md §1, §5).
 #
+#   images/build.sh [functions] [services]     (both by default)
+#
+# functions: the base images of function workers
 #   esb-os-base:latest            Debian bookworm: debian:bookworm-slim when it is
 #                                 (or can be) pulled, else built with mmdebstrap
 #   esb-lambda-python:3.11        + python3, ca-certificates, awslambdaric, boto3
 #   esb-lambda-provided:al2023    + ca-certificates (also tagged :al2)
 #
-# Debian packages and PyPI wheels are downloaded on the host, with the host's
-# own apt sources and pip config, into .cache/images/ and copied into the
-# build contexts. Each image carries the hash of its inputs as a label and is
+# services: the box's own services, run by the compose files
+#   esb-gateway:latest            FROM scratch + the static musl binary
+#   esb-agent:latest              (images/service/Dockerfile, ARG BIN); each
+#   esb-storage:latest            binary's `healthcheck` is its health check
+#   esb-postgres:latest           esb-os-base + Debian's postgresql-15
+#   esb-registry:latest           esb-os-base + Debian's docker-registry
+#
+# Our binaries (the shim in every function image, the services) are built
+# with `cargo build --release --target x86_64-unknown-linux-musl`. Debian
+# packages and PyPI wheels are downloaded on the host, with the host's own apt
+# sources and pip config, into .cache/images/ and copied into the build
+# contexts. Each image carries the hash of its inputs as a label and is
 # rebuilt only when they change, so re-runs are fast.
 #
 # Environment:
-#   ESB_EXTRA_CA_CERTS  PEM file added to the images' trust store (optional)
+#   ESB_EXTRA_CA_CERTS  PEM file added to the function images' trust store (optional)
 #   ESB_RUNTIME_BIN     static binary used as the shim instead of building
 #                       crates/runtime (e.g. for testing images alone)
 #   ESB_REFRESH=1       run apt-get update and download the wheels again
@@ -25,7 +37,8 @@ ROOT=$PWD
 CACHE=$ROOT/.cache/images
 SUITE=bookworm
 LABEL=org.esb.input-hash
-SHIM_TARGET=x86_64-unknown-linux-musl
+MUSL_TARGET=x86_64-unknown-linux-musl
+SERVICES=(esb-gateway esb-agent esb-storage)
 
 # The legacy builder needs no buildx plugin and never resolves FROM images
 # from a registry; the Dockerfiles work with BuildKit too.
@@ -65,23 +78,45 @@ retag() {
   done
 }
 
-# --- the runtime shim ---------------------------------------------------------
+# --- our binaries --------------------------------------------------------------
 
-shim_binary() {
-  if [[ -n ${ESB_RUNTIME_BIN:-} ]]; then
-    [[ -x $ESB_RUNTIME_BIN ]] || die "ESB_RUNTIME_BIN=$ESB_RUNTIME_BIN is not an executable file"
-    say "shim: using $ESB_RUNTIME_BIN"
-    SHIM=$ESB_RUNTIME_BIN
-    return
-  fi
+# Build the shim (for function images, unless ESB_RUNTIME_BIN names one) and
+# the services' binaries (for service images). Sets SHIM.
+#
+# Two cargo runs, always with the same packages each: cargo unifies the
+# features of the packages it builds together, so building the shim with the
+# services would give another binary (and rebuild the function images).
+SHIM=
+BIN_DIR=$ROOT/target/$MUSL_TARGET/release
+build_binaries() {
+  local functions=$1 services=$2
   if ! command -v cargo >/dev/null && [[ -r $HOME/.cargo/env ]]; then
     # shellcheck disable=SC1091
     . "$HOME/.cargo/env"
   fi
-  say "shim: cargo build --release --target $SHIM_TARGET -p esb-runtime"
-  cargo build --quiet --release --target "$SHIM_TARGET" -p esb-runtime
-  SHIM=$ROOT/target/$SHIM_TARGET/release/esb-runtime
-  [[ -x $SHIM ]] || die "cargo did not produce $SHIM"
+  if [[ $functions == 1 ]]; then
+    if [[ -n ${ESB_RUNTIME_BIN:-} ]]; then
+      [[ -x $ESB_RUNTIME_BIN ]] || die "ESB_RUNTIME_BIN=$ESB_RUNTIME_BIN is not an executable file"
+      say "shim: using $ESB_RUNTIME_BIN"
+      SHIM=$ESB_RUNTIME_BIN
+    else
+      cargo_musl esb-runtime
+      SHIM=$BIN_DIR/esb-runtime
+    fi
+  fi
+  if [[ $services == 1 ]]; then
+    cargo_musl "${SERVICES[@]}"
+  fi
+}
+
+# cargo build --release of static musl binaries of packages of the same name.
+cargo_musl() {
+  local name
+  say "binaries: cargo build --release --target $MUSL_TARGET$(printf ' -p %s' "$@")"
+  cargo build --quiet --release --target "$MUSL_TARGET" "${@/#/--package=}"
+  for name; do
+    [[ -x $BIN_DIR/$name ]] || die "cargo did not produce $BIN_DIR/$name"
+  done
 }
 
 # --- apt, with the host's own sources -----------------------------------------
@@ -268,61 +303,125 @@ build_os_base() {
   say "$tag: imported in $((SECONDS - t0))s"
 }
 
-# build_image <dir under images/> <debs dir> <wheels dir or -> <tag>...
+# build_image <dir under images/> [option]... <tag>...
+# Builds images/<dir>/Dockerfile from a generated context: the directory's
+# files plus what the options add. The first tag names the context and log;
+# every tag is applied.
+#   --debs DIR         the .debs in DIR, as debs/
+#   --wheels DIR       the wheels in DIR, as wheels/
+#   --extra-ca         extra-ca/, with ESB_EXTRA_CA_CERTS if set
+#   --shim             the runtime shim, as esb-runtime
+#   --file PATH=NAME   the file PATH, as NAME
+#   --arg NAME=VALUE   a build argument
+# The input hash covers the context, the build arguments and, when the
+# Dockerfile builds on it, esb-os-base.
 build_image() {
-  local name=$1 debs=$2 wheels=$3
-  shift 3
-  local tag=$1 ctx=$CACHE/ctx/$name hash log old id t0=$SECONDS
-  rm -rf "$ctx" && mkdir -p "$ctx/debs" "$ctx/extra-ca"
+  local name=$1
+  shift
+  local debs='' wheels='' extra_ca='' shim='' files=() args=() f
+  while [[ $1 == --* ]]; do
+    case $1 in
+      --debs) debs=$2 && shift 2 ;;
+      --wheels) wheels=$2 && shift 2 ;;
+      --extra-ca) extra_ca=1 && shift ;;
+      --shim) shim=1 && shift ;;
+      --file) files+=("$2") && shift 2 ;;
+      --arg) args+=(--build-arg "$2") && shift 2 ;;
+      *) die "build_image: unknown option $1" ;;
+    esac
+  done
+  local tag=$1 key=${1%%:*} ctx hash log old id t0=$SECONDS
+  ctx=$CACHE/ctx/$key
+  rm -rf "$ctx" && mkdir -p "$ctx"
   cp -r "$ROOT/images/$name/." "$ctx/"
-  cp -l "$debs"/*.deb "$ctx/debs/" 2>/dev/null || cp "$debs"/*.deb "$ctx/debs/" 2>/dev/null || true
-  if [[ $wheels != - ]]; then
+  if [[ -n $debs ]]; then
+    mkdir -p "$ctx/debs"
+    cp -l "$debs"/*.deb "$ctx/debs/" 2>/dev/null || cp "$debs"/*.deb "$ctx/debs/" 2>/dev/null || true
+  fi
+  if [[ -n $wheels ]]; then
     mkdir -p "$ctx/wheels"
     cp -l "$wheels"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$wheels"/*.whl "$ctx/wheels/"
   fi
-  if [[ -n ${ESB_EXTRA_CA_CERTS:-} ]]; then
-    [[ -r $ESB_EXTRA_CA_CERTS ]] || die "ESB_EXTRA_CA_CERTS=$ESB_EXTRA_CA_CERTS is not readable"
-    cp "$ESB_EXTRA_CA_CERTS" "$ctx/extra-ca/esb-extra-ca.crt"
+  if [[ -n $extra_ca ]]; then
+    mkdir -p "$ctx/extra-ca"
+    if [[ -n ${ESB_EXTRA_CA_CERTS:-} ]]; then
+      [[ -r $ESB_EXTRA_CA_CERTS ]] || die "ESB_EXTRA_CA_CERTS=$ESB_EXTRA_CA_CERTS is not readable"
+      cp "$ESB_EXTRA_CA_CERTS" "$ctx/extra-ca/esb-extra-ca.crt"
+    fi
   fi
-  cp "$SHIM" "$ctx/esb-runtime"
-  hash=$({ image_id esb-os-base:latest; tree_hash "$ctx"; } | sha)
+  if [[ -n $shim ]]; then
+    cp "$SHIM" "$ctx/esb-runtime"
+  fi
+  for f in "${files[@]}"; do
+    cp "${f%=*}" "$ctx/${f##*=}"
+  done
+  hash=$({
+    if grep -q esb-os-base "$ctx/Dockerfile"; then image_id esb-os-base:latest; fi
+    if [[ ${#args[@]} -gt 0 ]]; then printf '%s\n' "${args[@]}"; fi
+    tree_hash "$ctx"
+  } | sha)
   if up_to_date "$tag" "$hash"; then
     retag "$(image_id "$tag")" "$@"
     say "$tag: up to date"
     return
   fi
   say "$tag: building"
-  log=$CACHE/logs/$name.log
+  log=$CACHE/logs/$key.log
   mkdir -p "$CACHE/logs"
   old=$(image_id "$tag")
   logged "$log" docker build --force-rm --network none ${ESB_REBUILD:+--no-cache} \
-    --label "$LABEL=$hash" -t "$tag" "$ctx"
+    "${args[@]}" --label "$LABEL=$hash" -t "$tag" "$ctx"
   id=$(image_id "$tag")
   retag "$id" "$@"
   if [[ -n $old && $old != "$id" ]]; then
     docker image rm "$old" >/dev/null 2>&1 || true
   fi
-  say "$tag: built in $((SECONDS - t0))s"
+  say "$tag: built in $((SECONDS - t0))s ($(docker image inspect --format '{{.Size}}' "$tag" | numfmt --to=si)B)"
+}
+
+usage() {
+  sed -n '5s/^# *//p' "$0" >&2
+  exit 64
 }
 
 main() {
-  local t0=$SECONDS
+  local functions=0 services=0 arg bin t0=$SECONDS
+  [[ $# -gt 0 ]] || set -- functions services
+  for arg; do
+    case $arg in
+      functions) functions=1 ;;
+      services) services=1 ;;
+      *) usage ;;
+    esac
+  done
   command -v docker >/dev/null || die "docker not found (run scripts/install-deps)"
   docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (run scripts/install-deps)"
-  shim_binary
+  build_binaries "$functions" "$services"
   write_apt_sources
   ensure_apt_lists
   build_os_base
 
-  resolve_debs python3 python3 ca-certificates
-  local py_debs=$DEBS
-  download_wheels 3.11 "$ROOT/images/lambda-python/requirements.txt"
-  build_image lambda-python "$py_debs" "$WHEELS" \
-    esb-lambda-python:3.11 esb-lambda-python:latest
+  if [[ $functions == 1 ]]; then
+    resolve_debs python3 python3 ca-certificates
+    local py_debs=$DEBS
+    download_wheels 3.11 "$ROOT/images/lambda-python/requirements.txt"
+    build_image lambda-python --debs "$py_debs" --wheels "$WHEELS" --extra-ca --shim \
+      esb-lambda-python:3.11 esb-lambda-python:latest
 
-  resolve_debs ca-certificates ca-certificates
-  build_image lambda-provided "$DEBS" - \
-    esb-lambda-provided:al2023 esb-lambda-provided:al2 esb-lambda-provided:latest
+    resolve_debs ca-certificates ca-certificates
+    build_image lambda-provided --debs "$DEBS" --extra-ca --shim \
+      esb-lambda-provided:al2023 esb-lambda-provided:al2 esb-lambda-provided:latest
+  fi
+
+  if [[ $services == 1 ]]; then
+    for bin in "${SERVICES[@]}"; do
+      build_image service --file "$BIN_DIR/$bin=$bin" --arg "BIN=$bin" "$bin:latest"
+    done
+    resolve_debs postgres postgresql-15
+    build_image postgres --debs "$DEBS" esb-postgres:latest
+    resolve_debs registry docker-registry
+    build_image registry --debs "$DEBS" esb-registry:latest
+  fi
 
   say "done in $((SECONDS - t0))s"
 }
