@@ -14,14 +14,18 @@ use std::process::Command;
 use std::time::Instant;
 
 use esb_gateway::catalog::{Catalog, CatalogConfig, Defaults, FunctionConfig, CATALOG_VERSION};
+use esb_gateway::cors::{CorsApi, CorsConfig};
 use esb_gateway::route::{PayloadFormat, RouteAuth, RouteConfig};
+use esb_gateway::schedule::ScheduleConfig;
 use sha2::{Digest, Sha256};
 
 use crate::docker::Docker;
 use crate::error::{CliError, Result};
 use crate::project::Project;
 use crate::provision::{BucketSpec, DatabaseSpec, ExpirationRule, Resources};
-use crate::sam::{self, App, Code, Event, Function, Package, PayloadFormat as SamPayload};
+use crate::sam::{
+    self, ApiProtocol, App, Code, Event, Function, Package, PayloadFormat as SamPayload,
+};
 use crate::secrets::{write_atomic, Credentials};
 
 /// Directories never copied from a code directory into an image.
@@ -77,6 +81,7 @@ pub fn build(project: &Project, docker: &Docker, options: &BuildOptions) -> Resu
         version: CATALOG_VERSION,
         routes: routes(&app),
         functions,
+        schedules: schedules(&app),
     };
     // The gateway would refuse a catalog it cannot serve: refuse it here.
     Catalog::from_config(catalog.clone(), Defaults { max_workers: 10 })
@@ -171,12 +176,41 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// One schedule per `Schedule`/`ScheduleV2` event, named
+/// `<FunctionName>-<EventName>`.
+fn schedules(app: &App) -> Vec<ScheduleConfig> {
+    let mut schedules = Vec::new();
+    for function in &app.functions {
+        for event in &function.events {
+            if let Event::Schedule {
+                name,
+                expression,
+                input,
+                enabled,
+                timezone,
+            } = event
+            {
+                schedules.push(ScheduleConfig {
+                    name: format!("{}-{name}", function.name),
+                    function: function.name.clone(),
+                    expression: expression.clone(),
+                    input: input.clone(),
+                    enabled: *enabled,
+                    timezone: timezone.clone(),
+                });
+            }
+        }
+    }
+    schedules
+}
+
 fn routes(app: &App) -> Vec<RouteConfig> {
     let mut routes = Vec::new();
     for function in &app.functions {
         for event in &function.events {
             match event {
                 Event::Api {
+                    api,
                     path,
                     method,
                     auth_none,
@@ -187,10 +221,16 @@ fn routes(app: &App) -> Vec<RouteConfig> {
                     path: path.clone(),
                     function: function.name.clone(),
                     payload: PayloadFormat::RestV1,
-                    auth: if *auth_none { RouteAuth::None } else { RouteAuth::Jwt },
+                    auth: if *auth_none {
+                        RouteAuth::None
+                    } else {
+                        RouteAuth::Jwt
+                    },
                     api_key_required: *api_key_required,
+                    cors: api_cors(app, api),
                 }),
                 Event::HttpApi {
+                    api,
                     path,
                     method,
                     auth_none,
@@ -204,17 +244,41 @@ fn routes(app: &App) -> Vec<RouteConfig> {
                         SamPayload::V1 => PayloadFormat::RestV1,
                         SamPayload::V2 => PayloadFormat::HttpV2,
                     },
-                    auth: if *auth_none { RouteAuth::None } else { RouteAuth::Jwt },
+                    auth: if *auth_none {
+                        RouteAuth::None
+                    } else {
+                        RouteAuth::Jwt
+                    },
                     api_key_required: false,
+                    cors: api_cors(app, api),
                 }),
-                Event::Schedule { name, .. } => eprintln!(
-                    "warning: {}: schedule {name} is not run by this version of ESB (the gateway's scheduler is not built yet)",
-                    function.name
-                ),
+                // Written by `schedules`.
+                Event::Schedule { .. } => {}
             }
         }
     }
     routes
+}
+
+/// The CORS settings of the API with logical id `api`, for its routes.
+fn api_cors(app: &App, api: &str) -> Option<CorsConfig> {
+    let api = app
+        .apis
+        .iter()
+        .find(|candidate| candidate.logical_id == api)?;
+    let cors = api.cors.as_ref()?;
+    Some(CorsConfig {
+        api: Some(match api.protocol {
+            ApiProtocol::Rest => CorsApi::Rest,
+            ApiProtocol::Http => CorsApi::Http,
+        }),
+        allow_origins: cors.allow_origins.clone(),
+        allow_methods: cors.allow_methods.clone(),
+        allow_headers: cors.allow_headers.clone(),
+        expose_headers: cors.expose_headers.clone(),
+        max_age: cors.max_age,
+        allow_credentials: cors.allow_credentials,
+    })
 }
 
 /// The base image of a runtime, and a note when it is an approximation.
@@ -609,4 +673,115 @@ pub fn relative(project: &Project, path: &Path) -> PathBuf {
     path.strip_prefix(&project.app_dir)
         .map(Path::to_path_buf)
         .unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tests/fixtures/sam/full`: `Globals.Api.Cors` on the REST APIs and
+    /// `Globals.HttpApi.CorsConfiguration` on the implicit HTTP API reach
+    /// every route of their API, with the API's kind.
+    #[test]
+    fn routes_carry_their_apis_cors() {
+        let template =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam/full/template.yaml");
+        let app = sam::load(
+            &template,
+            &sam::LoadOptions {
+                region: "eu-central-1".to_owned(),
+                stack_name: "shop".to_owned(),
+                ..sam::LoadOptions::default()
+            },
+        )
+        .expect("the fixture loads");
+        let routes = routes(&app);
+        let route = |method: &str, path: &str| {
+            routes
+                .iter()
+                .find(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)
+                .unwrap_or_else(|| panic!("no route {method} {path}"))
+        };
+
+        let rest = route("GET", "/orders").cors.clone().expect("REST cors");
+        assert_eq!(rest.api, Some(CorsApi::Rest));
+        assert_eq!(rest.allow_origins, ["*"]);
+        assert_eq!(rest.allow_methods, ["GET", "POST"]);
+        assert_eq!(rest.allow_headers, ["Content-Type", "Authorization"]);
+        assert_eq!(rest.max_age, Some(600));
+        assert!(!rest.allow_credentials);
+
+        let http = route("GET", "/orders/{id}")
+            .cors
+            .clone()
+            .expect("HTTP cors");
+        assert_eq!(http.api, Some(CorsApi::Http));
+        assert_eq!(http.allow_methods, ["GET"]);
+        assert!(http.allow_credentials);
+        assert_eq!(
+            http.allow_origins,
+            app.apis
+                .iter()
+                .find(|a| a.logical_id == "ServerlessHttpApi")
+                .and_then(|a| a.cors.as_ref())
+                .expect("the HTTP API has CORS")
+                .allow_origins
+        );
+
+        // The gateway accepts what build writes.
+        let functions: Vec<serde_json::Value> = app
+            .functions
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name, "image": "img:1"}))
+            .collect();
+        let json = serde_json::json!({
+            "version": CATALOG_VERSION,
+            "functions": functions,
+            "routes": serde_json::to_value(&routes).expect("serializes"),
+        });
+        let again: CatalogConfig = serde_json::from_value(json).expect("reads back");
+        Catalog::from_config(again, Defaults { max_workers: 10 }).expect("valid catalog");
+    }
+
+    /// `Schedule` and `ScheduleV2` events become the catalog's schedules,
+    /// named `<FunctionName>-<EventName>`, and the gateway accepts them.
+    #[test]
+    fn schedule_events_become_catalog_schedules() {
+        let template =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam/full/template.yaml");
+        let app = sam::load(&template, &sam::LoadOptions::default()).expect("the fixture loads");
+        let schedules = schedules(&app);
+        let find = |event: &str| {
+            schedules
+                .iter()
+                .find(|s| s.name == format!("{}-{event}", s.function))
+                .unwrap_or_else(|| panic!("no schedule for {event}: {schedules:?}"))
+        };
+        let nightly = find("Nightly");
+        assert_eq!(nightly.expression, "cron(0 3 * * ? *)");
+        assert_eq!(nightly.input.as_deref(), Some(r#"{"job": "cleanup"}"#));
+        assert!(!nightly.enabled);
+        assert_eq!(nightly.timezone, None);
+        let every5 = find("Every5");
+        assert_eq!(every5.expression, "rate(5 minutes)");
+        assert_eq!(every5.timezone.as_deref(), Some("Europe/Berlin"));
+        assert!(every5.enabled);
+        let input: serde_json::Value =
+            serde_json::from_str(every5.input.as_deref().expect("input")).expect("JSON");
+        assert_eq!(input, serde_json::json!({"batch": 10}));
+
+        let functions: Vec<serde_json::Value> = app
+            .functions
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name, "image": "img:1"}))
+            .collect();
+        let json = serde_json::json!({
+            "version": CATALOG_VERSION,
+            "functions": functions,
+            "schedules": serde_json::to_value(&schedules).expect("serializes"),
+        });
+        let again: CatalogConfig = serde_json::from_value(json).expect("reads back");
+        let catalog = Catalog::from_config(again, Defaults { max_workers: 10 }).expect("valid");
+        assert_eq!(catalog.schedules.len(), schedules.len());
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,9 +17,12 @@ use serde_json::json;
 
 use esb_contracts::trace::{is_valid_trace_header, new_trace_id};
 
+use crate::cors;
 use crate::error::ApiError;
 use crate::event;
+use crate::function;
 use crate::invocation;
+use crate::limits;
 use crate::route::{RouteAuth, RouteMatch};
 use crate::worker::WorkerRequest;
 use crate::Gateway;
@@ -90,6 +93,14 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/v1/nodes", get(admin_nodes))
         .route("/admin/v1/workers", get(admin_workers))
         .route("/admin/v1/deployments", get(admin_deployments))
+        .route("/admin/v1/invocations", get(admin_invocations))
+        .route("/2015-03-31/functions", get(function::list))
+        .route("/2015-03-31/functions/", get(function::list))
+        .route("/2015-03-31/functions/{function}", get(function::get))
+        .route(
+            "/2015-03-31/functions/{function}/configuration",
+            get(function::get_configuration),
+        )
         .route(
             "/2015-03-31/functions/{function}/invocations",
             post(invocation::invoke),
@@ -241,6 +252,37 @@ async fn admin_deployments(
     Ok(Json(json!({ "deployments": deployments })).into_response())
 }
 
+#[derive(Debug, serde::Deserialize)]
+struct InvocationsQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /admin/v1/invocations[?status=queued|running|succeeded|failed][&limit=N]`:
+/// asynchronous invocations, newest first.
+async fn admin_invocations(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(query): Query<InvocationsQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers)?;
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(crate::queue::InvocationStatus::parse(s).ok_or(
+            ApiError::InvalidQuery {
+                parameter: "status",
+                expected: "queued, running, succeeded or failed",
+            },
+        )?),
+    };
+    let limit = query
+        .limit
+        .unwrap_or(DEPLOYMENTS_DEFAULT)
+        .clamp(1, DEPLOYMENTS_MAX);
+    let invocations = gateway.store.invocations(status, limit).await?;
+    Ok(Json(json!({ "invocations": invocations })).into_response())
+}
+
 /// A request on one of the template's routes: match, authenticate, build
 /// the event, run the function, map its output.
 async fn dispatch(
@@ -249,7 +291,19 @@ async fn dispatch(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
+    limits::check(&parts.method, &parts.uri, &parts.headers)?;
     let catalog = gateway.catalog();
+    // CORS preflights the API answers itself: no function, no auth.
+    if parts.method == Method::OPTIONS {
+        let routes = catalog.routes.path_routes(parts.uri.path());
+        if let Some(preflight) = cors::preflight(&routes, &parts.headers) {
+            let mut response = Response::new(Body::from(preflight.body));
+            *response.status_mut() =
+                StatusCode::from_u16(preflight.status).unwrap_or(StatusCode::NO_CONTENT);
+            response.headers_mut().extend(preflight.headers);
+            return Ok(response);
+        }
+    }
     let (route, path_parameters) = match catalog.routes.lookup(&parts.method, parts.uri.path()) {
         RouteMatch::Found {
             route,
@@ -351,12 +405,15 @@ async fn dispatch(
             }
         });
     }
-    let mapped = event::map_response(route.payload(), &response.body).map_err(|source| {
+    let mut mapped = event::map_response(route.payload(), &response.body).map_err(|source| {
         ApiError::BadFunctionResponse {
             function: function.clone(),
             source,
         }
     })?;
+    if let Some(cors) = route.cors() {
+        cors.apply_to_response(&parts.headers, &mut mapped.headers);
+    }
     Ok(into_http(mapped))
 }
 

@@ -11,7 +11,10 @@
 //!     "environment": {"TABLE": "items"}, "max_workers": 10, "min_workers": 0
 //!   }],
 //!   "routes": [{"method": "GET", "path": "/hello/{name}", "function": "hello",
-//!               "payload": "rest_v1", "auth": "none"}]
+//!               "payload": "rest_v1", "auth": "none"}],
+//!   "schedules": [{"name": "hello-Nightly", "function": "hello",
+//!                  "expression": "cron(0 3 * * ? *)", "input": null,
+//!                  "enabled": true, "timezone": "Europe/Paris"}]
 //! }
 //! ```
 
@@ -23,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::route::{RouteConfig, RouteError, RouteTable};
+use crate::schedule::{Schedule, ScheduleConfig};
 
 /// The catalog file format version this gateway reads.
 pub const CATALOG_VERSION: u32 = 1;
@@ -35,6 +39,9 @@ pub struct CatalogConfig {
     pub functions: Vec<FunctionConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// SAM `Schedule`/`ScheduleV2` events (absent in older catalogs).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -95,6 +102,8 @@ pub struct Catalog {
     /// SHA-256 (hex) of the catalog file as read, or of the configuration
     /// when it did not come from a file.
     pub sha256: String,
+    /// Validated schedules, in catalog order.
+    pub schedules: Vec<Schedule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +134,8 @@ pub enum CatalogError {
     },
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error("schedule {schedule:?}: {reason}")]
+    Schedule { schedule: String, reason: String },
 }
 
 /// Limits the gateway applies where a function leaves them open.
@@ -141,6 +152,7 @@ impl Catalog {
                 version: CATALOG_VERSION,
                 functions: Vec::new(),
                 routes: Vec::new(),
+                schedules: Vec::new(),
             },
             defaults,
         )
@@ -190,11 +202,13 @@ impl Catalog {
             }
         }
         let routes = RouteTable::new(config.routes.clone())?;
+        let schedules = validate_schedules(&config.schedules, &functions)?;
         let sha256 = sha256_hex(&serde_json::to_vec(&config).unwrap_or_default());
         Ok(Catalog {
             functions,
             routes,
             source: config,
+            schedules,
             sha256,
         })
     }
@@ -202,6 +216,28 @@ impl Catalog {
     pub fn function(&self, name: &str) -> Option<&Arc<Function>> {
         self.functions.get(name)
     }
+}
+
+fn validate_schedules(
+    configs: &[ScheduleConfig],
+    functions: &HashMap<String, Arc<Function>>,
+) -> Result<Vec<Schedule>, CatalogError> {
+    let mut schedules: Vec<Schedule> = Vec::with_capacity(configs.len());
+    for config in configs {
+        let fail = |reason: String| CatalogError::Schedule {
+            schedule: config.name.clone(),
+            reason,
+        };
+        let schedule = Schedule::parse(config).map_err(|e| fail(e.to_string()))?;
+        if !functions.contains_key(&schedule.function) {
+            return Err(fail(format!("unknown function {:?}", schedule.function)));
+        }
+        if schedules.iter().any(|s| s.name == schedule.name) {
+            return Err(fail("defined twice".into()));
+        }
+        schedules.push(schedule);
+    }
+    Ok(schedules)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -304,6 +340,42 @@ mod tests {
             (f.memory_mb, f.timeout, f.max_workers, f.min_workers),
             (128, Duration::from_secs(3), 10, 0)
         );
+    }
+
+    #[test]
+    fn schedules_are_validated_and_old_catalogs_still_load() {
+        let c = catalog(json!({"version": 1, "functions": [{"name": "f", "image": "i"}]}))
+            .expect("a catalog without schedules");
+        assert!(c.schedules.is_empty());
+        let schedule = |name: &str, function: &str, expression: &str| json!({"name": name, "function": function, "expression": expression});
+        let with = |schedules: serde_json::Value| {
+            catalog(
+                json!({"version": 1, "functions": [{"name": "f", "image": "i"}], "schedules": schedules}),
+            )
+        };
+        let c = with(json!([schedule("f-Tick", "f", "rate(1 minute)")])).expect("valid");
+        assert_eq!(c.schedules[0].name, "f-Tick");
+        assert!(c.schedules[0].enabled, "enabled by default");
+        for (schedules, expected) in [
+            (
+                json!([schedule("f-Ghost", "ghost", "rate(1 minute)")]),
+                "\"f-Ghost\": unknown function \"ghost\"",
+            ),
+            (
+                json!([schedule("f-Bad", "f", "cron(0 12 * * * *)")]),
+                "\"f-Bad\"",
+            ),
+            (
+                json!([
+                    schedule("f-A", "f", "rate(1 minute)"),
+                    schedule("f-A", "f", "rate(2 minutes)")
+                ]),
+                "defined twice",
+            ),
+        ] {
+            let err = with(schedules).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

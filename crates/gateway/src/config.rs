@@ -151,6 +151,16 @@ pub struct Config {
     /// Format of the gateway's logs: text or json.
     #[arg(long, env = "ESB_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// Delays before the retries of a failed asynchronous invocation, in
+    /// seconds (Lambda: two retries, after about 1 and 2 minutes).
+    #[arg(long, env = "ESB_ASYNC_RETRY_DELAYS_SECONDS", default_value = "60,120")]
+    pub async_retry_delays_seconds: String,
+
+    /// Asynchronous invocations older than this are dropped as failed
+    /// (Lambda's maximum event age, 6 hours).
+    #[arg(long, env = "ESB_ASYNC_MAX_AGE_SECONDS", default_value_t = 21_600)]
+    pub async_max_age_seconds: u64,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -202,6 +212,8 @@ pub struct Settings {
     pub region: String,
     pub account_id: String,
     pub json_logs: bool,
+    /// Retries and age limit of asynchronous invocations.
+    pub async_invocations: crate::queue::AsyncSettings,
 }
 
 impl Config {
@@ -263,6 +275,22 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid("ESB_LOG_FORMAT", "text or json"));
+        }
+        let retry_delays = self
+            .async_retry_delays_seconds
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| d.parse::<u64>().map(Duration::from_secs))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                invalid(
+                    "ESB_ASYNC_RETRY_DELAYS_SECONDS",
+                    "whole seconds separated by commas (e.g. 60,120)",
+                )
+            })?;
+        if self.async_max_age_seconds == 0 {
+            return Err(invalid("ESB_ASYNC_MAX_AGE_SECONDS", "at least 1"));
         }
         let explicit_tls =
             self.tls_cert.is_some() || self.tls_key.is_some() || self.agent_ca.is_some();
@@ -327,6 +355,10 @@ impl Config {
             region: self.region.clone(),
             account_id: self.account_id.clone(),
             json_logs: self.log_format == "json",
+            async_invocations: crate::queue::AsyncSettings {
+                retry_delays,
+                max_age: Duration::from_secs(self.async_max_age_seconds),
+            },
         })
     }
 }
@@ -399,6 +431,25 @@ mod tests {
         assert_eq!(settings.database_wait, Duration::from_secs(5));
         let err = parse(&["--database-url=mysql://esb:pw-123@db/esb"]).expect_err("scheme");
         assert!(!err.to_string().contains("pw-123"), "{err}");
+    }
+
+    #[test]
+    fn async_retry_delays_are_a_list_of_seconds() {
+        let settings = parse(&[]).expect("valid").async_invocations;
+        assert_eq!(
+            settings.retry_delays,
+            [Duration::from_secs(60), Duration::from_secs(120)]
+        );
+        assert_eq!(settings.max_age, Duration::from_secs(6 * 3600));
+        let settings = parse(&["--async-retry-delays-seconds=1, 2,3"]).expect("valid");
+        assert_eq!(settings.async_invocations.retry_delays.len(), 3);
+        let settings = parse(&["--async-retry-delays-seconds="]).expect("no retries");
+        assert!(settings.async_invocations.retry_delays.is_empty());
+        let err = parse(&["--async-retry-delays-seconds=1m"]).expect_err("unit");
+        assert!(
+            err.to_string().contains("ESB_ASYNC_RETRY_DELAYS_SECONDS"),
+            "{err}"
+        );
     }
 
     #[test]

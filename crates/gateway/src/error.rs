@@ -27,6 +27,15 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("request body could not be read")]
     BodyRead,
+    #[error("request URL of {length} characters exceeds {limit}")]
+    UriTooLong { length: usize, limit: usize },
+    #[error("request line and header values of {size} bytes exceed {limit}")]
+    HeadersTooLarge { size: usize, limit: usize },
+    #[error("query parameter {parameter} must be {expected}")]
+    InvalidQuery {
+        parameter: &'static str,
+        expected: &'static str,
+    },
     #[error(transparent)]
     Invoke(#[from] InvokeError),
     #[error("function {function} failed: {error_type}")]
@@ -73,7 +82,17 @@ impl IntoResponse for ApiError {
                 "Request Too Long",
                 "RequestEntityTooLargeException",
             ),
-            ApiError::BodyRead => (
+            ApiError::UriTooLong { .. } => (
+                StatusCode::URI_TOO_LONG,
+                "Request URI too long",
+                "RequestUriTooLongException",
+            ),
+            ApiError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request Header Fields Too Large",
+                "RequestHeaderFieldsTooLargeException",
+            ),
+            ApiError::BodyRead | ApiError::InvalidQuery { .. } => (
                 StatusCode::BAD_REQUEST,
                 "Bad Request",
                 "BadRequestException",
@@ -150,8 +169,10 @@ pub enum LambdaError {
     InvalidRequestContent { message: String },
     #[error("function {arn} not found")]
     FunctionNotFound { arn: String },
-    #[error("asynchronous invocation requested; not available yet")]
-    AsyncUnavailable,
+    #[error("event payload of {size} bytes exceeds {limit} bytes")]
+    EventPayloadTooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Store(StoreError),
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("request body could not be read")]
@@ -202,11 +223,17 @@ impl IntoResponse for LambdaError {
                 "InvalidParameterValueException",
                 json!({"Type": USER, "message": message}),
             ),
-            L::AsyncUnavailable => (
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                json!({"Type": USER, "message": "Asynchronous invocation (InvocationType Event) \
-                    is not available in this ESB gateway yet; invoke with RequestResponse."}),
+            // Lambda's wording for asynchronous payloads.
+            L::EventPayloadTooLarge { size, limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLargeException",
+                json!({"Type": USER, "message": format!(
+                    "{size} byte payload is too large for the Event invocation type (limit {limit} bytes)"
+                )}),
+            ),
+            L::Store(_) => service_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The invocation could not be stored; retry.",
             ),
             L::InvalidRequestContent { message } => (
                 StatusCode::BAD_REQUEST,

@@ -994,6 +994,7 @@ mod tests {
             payload,
             auth: crate::route::RouteAuth::Jwt,
             api_key_required,
+            cors: None,
         }])
         .expect("valid route")
     }

@@ -5,7 +5,8 @@
 //!
 //! Synchronous invocations run on the same pools as routes. `DryRun`
 //! answers 204 once the caller is authorised and the function exists.
-//! `Event` (asynchronous) is refused for now.
+//! `Event` (asynchronous) is stored durably, answered 202 and run later by
+//! the dispatcher ([`crate::queue`]).
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use crate::api::{read_body, BodyError, RequestIds, MAX_REQUEST_BYTES};
 use crate::error::LambdaError;
 use crate::pool::InvokeError;
+use crate::queue;
 use crate::sigv4;
 use crate::worker::WorkerRequest;
 use crate::Gateway;
@@ -158,21 +160,20 @@ enum Caller {
     Bearer,
 }
 
-/// `POST /2015-03-31/functions/{FunctionName}/invocations`.
-pub async fn invoke(
-    State(gateway): State<Arc<Gateway>>,
-    Extension(ids): Extension<RequestIds>,
-    request: Request,
-) -> Result<Response, LambdaError> {
-    let (parts, body) = request.into_parts();
-
+/// Authenticates a Lambda API request (SigV4 with the box's key or a
+/// Bearer IdToken) and returns its body, at most 6 MB.
+pub(crate) async fn authenticate(
+    gateway: &Gateway,
+    parts: &axum::http::request::Parts,
+    body: Body,
+) -> Result<Bytes, LambdaError> {
     // Authentication first, as AWS does: nobody learns which functions exist.
     let caller = match header(&parts.headers, "authorization") {
         Some(value) if !sigv4::is_sigv4(value) => {
             gateway.auth.verify_bearer(Some(value))?;
             Caller::Bearer
         }
-        _ => Caller::Signed(gateway.sigv4.authorize(&parts)?),
+        _ => Caller::Signed(gateway.sigv4.authorize(parts)?),
     };
     let body = match read_body(body, MAX_REQUEST_BYTES).await {
         Ok(body) => body,
@@ -184,23 +185,160 @@ pub async fn invoke(
         Err(BodyError::Read) => return Err(LambdaError::BodyRead),
     };
     if let Caller::Signed(authorization) = &caller {
-        gateway.sigv4.verify(authorization, &parts, &body)?;
+        gateway.sigv4.verify(authorization, parts, &body)?;
     }
+    Ok(body)
+}
 
+/// A function of this box that a request named, with the ARN it used.
+pub(crate) struct Resolved {
+    pub name: String,
+    /// The ARN as invoked: this box's region and account, with the
+    /// qualifier when one was given.
+    pub arn: String,
+}
+
+/// `POST /2015-03-31/functions/{FunctionName}/invocations`.
+pub async fn invoke(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(ids): Extension<RequestIds>,
+    request: Request,
+) -> Result<Response, LambdaError> {
+    let (parts, body) = request.into_parts();
+    let body = authenticate(&gateway, &parts, body).await?;
     let raw_name = parts
         .uri
         .path()
         .strip_prefix(PATH_PREFIX)
         .and_then(|p| p.strip_suffix(PATH_SUFFIX))
         .unwrap_or_default();
+    let Resolved { name, arn } = resolve(&gateway, raw_name, parts.uri.query())?;
+    tracing::Span::current().record("function", name.as_str());
+
+    let invocation_type = match header(&parts.headers, "x-amz-invocation-type") {
+        None | Some("RequestResponse") => InvocationType::RequestResponse,
+        Some("Event") => InvocationType::Event,
+        Some("DryRun") => InvocationType::DryRun,
+        Some(other) => {
+            return Err(enum_error(
+                "invocationType",
+                other,
+                "Event, RequestResponse, DryRun",
+            ))
+        }
+    };
+    let tail = match header(&parts.headers, "x-amz-log-type") {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => return Err(enum_error("logType", other, "None, Tail")),
+    };
+    if invocation_type == InvocationType::DryRun {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    if invocation_type == InvocationType::Event && body.len() > queue::MAX_EVENT_PAYLOAD {
+        return Err(LambdaError::EventPayloadTooLarge {
+            size: body.len(),
+            limit: queue::MAX_EVENT_PAYLOAD,
+        });
+    }
+    let client_context = header(&parts.headers, "x-amz-client-context")
+        .map(|cc| validate_client_context(cc).map(|()| cc.to_owned()))
+        .transpose()?;
+    validate_payload(&body)?;
+    if invocation_type == InvocationType::Event {
+        // Durable before the 202: a gateway restart loses nothing accepted.
+        gateway
+            .store
+            .enqueue_invocation(&queue::NewInvocation {
+                request_id: &ids.request_id,
+                function: &name,
+                invoked_function_arn: &arn,
+                payload: &body,
+                trace_id: &ids.trace_id,
+                client_context: client_context.as_deref(),
+            })
+            .await
+            .map_err(LambdaError::Store)?;
+        tracing::info!("asynchronous invocation queued");
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+
+    let invoked = gateway
+        .pools
+        .invoke(
+            &name,
+            &WorkerRequest {
+                payload: body,
+                request_id: ids.request_id.clone(),
+                trace_id: ids.trace_id.clone(),
+                tail,
+                client_context,
+                invoked_function_arn: Some(arn.clone()),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            // Removed by a reload while the request waited.
+            InvokeError::UnknownFunction(_) => LambdaError::FunctionNotFound { arn: arn.clone() },
+            other => LambdaError::Invoke(other),
+        })?;
+    let response = invoked.response;
+    match response.status {
+        200 => {}
+        // The shim measures the payload too.
+        413 => {
+            return Err(LambdaError::PayloadTooLarge {
+                limit: MAX_REQUEST_BYTES,
+            })
+        }
+        status => {
+            return Err(LambdaError::WorkerRejected {
+                function: name,
+                status,
+            })
+        }
+    }
+    let mut out = Response::new(Body::from(response.body));
+    let headers = out.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("x-amz-executed-version", HeaderValue::from_static(LATEST));
+    if let Some(v) = response
+        .function_error
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers.insert("x-amz-function-error", v);
+    }
+    if tail {
+        if let Some(v) = response
+            .log_result
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert("x-amz-log-result", v);
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `{FunctionName}` (percent-encoded, as in the path) and the
+/// `Qualifier` query parameter to a function of this box: anything else
+/// (another account, region or version) is not found, as in AWS.
+pub(crate) fn resolve(
+    gateway: &Gateway,
+    raw_name: &str,
+    query: Option<&str>,
+) -> Result<Resolved, LambdaError> {
     let raw_name = percent_encoding::percent_decode_str(raw_name)
         .decode_utf8()
         .map_err(|_| LambdaError::Validation {
             message: "The function name is not valid UTF-8.".to_owned(),
         })?;
     let function = FunctionRef::parse(&raw_name)?;
-    tracing::Span::current().record("function", function.name.as_str());
-    let query_qualifier = parts.uri.query().and_then(|q| {
+    let query_qualifier = query.and_then(|q| {
         q.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             (k == "Qualifier").then(|| {
@@ -247,93 +385,10 @@ pub async fn invoke(
     if !(exists && ours && latest) {
         return Err(LambdaError::FunctionNotFound { arn });
     }
-
-    let invocation_type = match header(&parts.headers, "x-amz-invocation-type") {
-        None | Some("RequestResponse") => InvocationType::RequestResponse,
-        Some("Event") => InvocationType::Event,
-        Some("DryRun") => InvocationType::DryRun,
-        Some(other) => {
-            return Err(enum_error(
-                "invocationType",
-                other,
-                "Event, RequestResponse, DryRun",
-            ))
-        }
-    };
-    let tail = match header(&parts.headers, "x-amz-log-type") {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => return Err(enum_error("logType", other, "None, Tail")),
-    };
-    match invocation_type {
-        InvocationType::DryRun => return Ok(StatusCode::NO_CONTENT.into_response()),
-        InvocationType::Event => return Err(LambdaError::AsyncUnavailable),
-        InvocationType::RequestResponse => {}
-    }
-    let client_context = header(&parts.headers, "x-amz-client-context")
-        .map(|cc| validate_client_context(cc).map(|()| cc.to_owned()))
-        .transpose()?;
-    validate_payload(&body)?;
-
-    let invoked = gateway
-        .pools
-        .invoke(
-            &function.name,
-            &WorkerRequest {
-                payload: body,
-                request_id: ids.request_id.clone(),
-                trace_id: ids.trace_id.clone(),
-                tail,
-                client_context,
-                invoked_function_arn: Some(arn.clone()),
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            // Removed by a reload while the request waited.
-            InvokeError::UnknownFunction(_) => LambdaError::FunctionNotFound { arn: arn.clone() },
-            other => LambdaError::Invoke(other),
-        })?;
-    let response = invoked.response;
-    match response.status {
-        200 => {}
-        // The shim measures the payload too.
-        413 => {
-            return Err(LambdaError::PayloadTooLarge {
-                limit: MAX_REQUEST_BYTES,
-            })
-        }
-        status => {
-            return Err(LambdaError::WorkerRejected {
-                function: function.name,
-                status,
-            })
-        }
-    }
-    let mut out = Response::new(Body::from(response.body));
-    let headers = out.headers_mut();
-    headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert("x-amz-executed-version", HeaderValue::from_static(LATEST));
-    if let Some(v) = response
-        .function_error
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        headers.insert("x-amz-function-error", v);
-    }
-    if tail {
-        if let Some(v) = response
-            .log_result
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
-            headers.insert("x-amz-log-result", v);
-        }
-    }
-    Ok(out)
+    Ok(Resolved {
+        name: function.name,
+        arn,
+    })
 }
 
 /// An empty payload is `{}` to the function; anything else must be JSON.

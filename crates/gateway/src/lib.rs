@@ -8,13 +8,19 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod event;
+pub mod function;
 pub mod invocation;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod pool;
+pub mod queue;
 pub mod route;
+pub mod schedule;
+pub mod scheduler;
 pub mod sigv4;
 pub mod store;
 pub mod tls;
@@ -238,6 +244,26 @@ pub async fn serve(
         });
     }
     tasks.spawn(watch_catalog(Arc::clone(&gateway), shutdown.clone()));
+    tasks.spawn(queue::dispatch(Arc::clone(&gateway), shutdown.clone()));
+    {
+        // Scheduled runs go into the queue the dispatcher above drains.
+        let source = Arc::clone(&gateway);
+        tasks.spawn(scheduler::run(
+            gateway.store.clone(),
+            scheduler::QueueInvoker {
+                store: gateway.store.clone(),
+                region: gateway.settings.region.clone(),
+                account: gateway.settings.account_id.clone(),
+            },
+            Arc::new(SystemClock),
+            scheduler::SchedulerContext {
+                region: gateway.settings.region.clone(),
+                account: gateway.settings.account_id.clone(),
+            },
+            move || source.catalog(),
+            shutdown.clone(),
+        ));
+    }
 
     let router = api::router(Arc::clone(&gateway));
     let grpc = {

@@ -953,6 +953,7 @@ mod tests {
                 version: 1,
                 functions: vec![function],
                 routes: vec![],
+                schedules: vec![],
             },
             Defaults { max_workers: 10 },
         )

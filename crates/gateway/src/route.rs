@@ -31,6 +31,8 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cors::{Cors, CorsConfig, CorsError};
+
 /// One route as written in the gateway's config file (one SAM `Api` or
 /// `HttpApi` event of a function).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +53,9 @@ pub struct RouteConfig {
     /// Whether the route needs a valid `x-api-key` header (SAM `ApiKeyRequired`).
     #[serde(default)]
     pub api_key_required: bool,
+    /// The CORS settings of the route's API, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsConfig>,
 }
 
 /// The event format a route's function receives.
@@ -128,6 +133,7 @@ pub struct Route {
     payload: PayloadFormat,
     auth: RouteAuth,
     api_key_required: bool,
+    cors: Option<Cors>,
 }
 
 impl Route {
@@ -171,6 +177,11 @@ impl Route {
     /// Whether the route needs a valid `x-api-key`.
     pub fn api_key_required(&self) -> bool {
         self.api_key_required
+    }
+
+    /// The CORS settings of the route's API.
+    pub fn cors(&self) -> Option<&Cors> {
+        self.cors.as_ref()
     }
 }
 
@@ -258,6 +269,15 @@ pub enum RouteError {
     EmptyFunction {
         /// The offending route.
         route: String,
+    },
+    /// The route's CORS settings are invalid.
+    #[error("route {route}: {source}")]
+    Cors {
+        /// The offending route.
+        route: String,
+        /// What is wrong.
+        #[source]
+        source: CorsError,
     },
 }
 
@@ -373,6 +393,15 @@ impl RouteTable {
             return Err(RouteError::EmptyFunction { route: label });
         }
         let segments = parse_path(&config.path, &label)?;
+        let cors = config
+            .cors
+            .as_ref()
+            .map(|cors| Cors::from_config(cors, config.payload))
+            .transpose()
+            .map_err(|source| RouteError::Cors {
+                route: label.clone(),
+                source,
+            })?;
 
         let index = self.routes.len();
         let (greedy, prefix) = match segments.split_last() {
@@ -436,32 +465,49 @@ impl RouteTable {
             payload: config.payload,
             auth: config.auth,
             api_key_required: config.api_key_required,
+            cors,
         });
         Ok(())
     }
 
-    /// Finds the route for a request. `path` is the request path as received
-    /// (percent-encoded); anything from a `?` on is ignored.
-    pub fn lookup(&self, method: &Method, path: &str) -> RouteMatch<'_> {
-        let path = path.split_once('?').map_or(path, |(path, _)| path);
-        let Some(rest) = path.strip_prefix('/') else {
-            return RouteMatch::NotFound;
+    /// The routes of the most specific path that matches `path`, whatever
+    /// their method (empty when no route has the path): the routes a CORS
+    /// preflight on `path` is about.
+    pub fn path_routes(&self, path: &str) -> Vec<&Route> {
+        let Some(segments) = request_segments(path) else {
+            return Vec::new();
         };
-        // One trailing slash is ignored, as API Gateway does.
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let segments: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
-
         let mut search = Search {
-            method,
+            method: None,
             segments: &segments,
             params: Vec::new(),
             found: None,
             allowed: BTreeSet::new(),
             path_matched: false,
+            path_routes: Vec::new(),
+        };
+        search.walk(&self.root, 0);
+        search
+            .path_routes
+            .into_iter()
+            .map(|index| &self.routes[index])
+            .collect()
+    }
+
+    /// Finds the route for a request. `path` is the request path as received
+    /// (percent-encoded); anything from a `?` on is ignored.
+    pub fn lookup(&self, method: &Method, path: &str) -> RouteMatch<'_> {
+        let Some(segments) = request_segments(path) else {
+            return RouteMatch::NotFound;
+        };
+        let mut search = Search {
+            method: Some(method),
+            segments: &segments,
+            params: Vec::new(),
+            found: None,
+            allowed: BTreeSet::new(),
+            path_matched: false,
+            path_routes: Vec::new(),
         };
         search.walk(&self.root, 0);
         match search.found {
@@ -482,14 +528,31 @@ impl RouteTable {
     }
 }
 
+/// The segments of a request path (anything from a `?` on is ignored);
+/// `None` when it does not start with `/`.
+fn request_segments(path: &str) -> Option<Vec<&str>> {
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let rest = path.strip_prefix('/')?;
+    // One trailing slash is ignored, as API Gateway does.
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    Some(if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('/').collect()
+    })
+}
+
 /// The state of one depth-first lookup, most specific branch first.
 struct Search<'t, 's> {
-    method: &'t Method,
+    /// The request's method; `None` collects every route of the first
+    /// matching path into `path_routes` instead.
+    method: Option<&'t Method>,
     segments: &'t [&'s str],
     params: Vec<(String, String)>,
     found: Option<(usize, Vec<(String, String)>)>,
     allowed: BTreeSet<String>,
     path_matched: bool,
+    path_routes: Vec<usize>,
 }
 
 impl Search<'_, '_> {
@@ -499,7 +562,15 @@ impl Search<'_, '_> {
             return false;
         }
         self.path_matched = true;
-        if let Some(index) = endpoints.find(self.method) {
+        let Some(method) = self.method else {
+            self.path_routes = endpoints
+                .any
+                .into_iter()
+                .chain(endpoints.methods.iter().map(|(_, index)| *index))
+                .collect();
+            return true;
+        };
+        if let Some(index) = endpoints.find(method) {
             self.found = Some((index, self.params.clone()));
             return true;
         }
@@ -649,6 +720,7 @@ mod tests {
             payload: PayloadFormat::RestV1,
             auth: RouteAuth::Jwt,
             api_key_required: false,
+            cors: None,
         }
     }
 
@@ -731,6 +803,7 @@ mod tests {
             payload: PayloadFormat::HttpV2,
             auth: RouteAuth::None,
             api_key_required: true,
+            cors: None,
         }])
         .expect("valid");
         let route = &table.routes()[0];
@@ -1093,6 +1166,68 @@ mod tests {
             ("ANY", "/items/{id}", "C"),
         ]);
         assert_eq!(ok.routes().len(), 3);
+    }
+
+    #[test]
+    fn path_routes_are_every_method_of_the_most_specific_path() {
+        let table = table(&[
+            ("GET", "/items/{id}", "Get"),
+            ("DELETE", "/items/{id}", "Delete"),
+            ("ANY", "/items/{id}", "Any"),
+            ("GET", "/items/special", "Special"),
+            ("ANY", "/{proxy+}", "Proxy"),
+        ]);
+        let functions = |path: &str| -> Vec<String> {
+            let mut names: Vec<String> = table
+                .path_routes(path)
+                .iter()
+                .map(|route| route.function().to_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(functions("/items/1"), ["Any", "Delete", "Get"]);
+        assert_eq!(functions("/items/1/"), ["Any", "Delete", "Get"]);
+        assert_eq!(functions("/items/special"), ["Special"]);
+        assert_eq!(functions("/other/x"), ["Proxy"]);
+        assert!(functions("/").is_empty());
+        assert!(functions("nope").is_empty());
+    }
+
+    #[test]
+    fn invalid_cors_is_rejected_naming_the_route() {
+        let mut config = config("GET", "/a", "F");
+        config.cors = Some(CorsConfig::default());
+        let err = RouteTable::new(vec![config.clone()]).expect_err("no origin");
+        assert!(
+            matches!(
+                err,
+                RouteError::Cors {
+                    source: CorsError::NoOrigin,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("GET /a -> F"), "{err}");
+
+        config.cors = Some(CorsConfig {
+            allow_origins: vec!["*".to_owned()],
+            ..CorsConfig::default()
+        });
+        let table = RouteTable::new(vec![config]).expect("valid");
+        assert!(table.routes()[0].cors().is_some());
+        let parsed: RouteConfig = serde_json::from_str(
+            r#"{"method":"GET","path":"/","function":"F","payload":"http_v2",
+                "cors":{"allow_origins":["https://a.example"],"max_age":5}}"#,
+        )
+        .expect("valid config");
+        assert_eq!(parsed.cors.expect("cors").max_age, Some(5));
+        let unknown = serde_json::from_str::<RouteConfig>(
+            r#"{"method":"GET","path":"/","function":"F","payload":"http_v2",
+                "cors":{"allow_origins":["*"],"origin":"x"}}"#,
+        );
+        assert!(unknown.is_err(), "unknown cors field must be rejected");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! embedded migrations (`migrations/{postgres,sqlite}`) so each schema can
 //! use what its engine does best.
 //!
-//! Tables: `deployments` (every catalog the gateway applies).
+//! Tables: `deployments` (every catalog the gateway applies), `schedules`
+//! (each schedule's last claimed run), `async_invocations` (accepted `Event`
+//! invocations and their outcomes; queries in [`crate::queue`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -379,6 +381,138 @@ impl Store {
     }
 }
 
+/// A schedule's durable state (table `schedules`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub name: String,
+    /// What decides the schedule's runs (expression, time zone, enabled).
+    pub definition: String,
+    /// When this definition was first seen: earlier runs do not count.
+    pub since_ms: i64,
+    /// The scheduled time of the last run claimed.
+    pub last_fired_ms: Option<i64>,
+}
+
+type ScheduleRow = (String, String, i64, Option<i64>);
+
+/// Runs the same statements on either backend; `$n` placeholders are
+/// written as SQLite's `?n` there.
+macro_rules! on_backend {
+    ($store:expr, |$pool:ident, $sql:ident| $body:expr) => {
+        match $store {
+            Store::Postgres($pool) => {
+                let $sql = |q: &'static str| -> String { q.to_owned() };
+                $body
+            }
+            Store::Sqlite($pool) => {
+                let $sql = |q: &'static str| -> String { q.replace('$', "?") };
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Makes the `schedules` table match the running catalog's schedules
+    /// (`(name, definition)`): rows of removed schedules go; a new
+    /// schedule, or one whose definition changed, counts its runs from
+    /// `now_ms`; an unchanged one keeps its state (so a restart neither
+    /// skips nor repeats a run). Returns every row.
+    pub async fn sync_schedules(
+        &self,
+        schedules: &[(&str, &str)],
+        now_ms: i64,
+    ) -> Result<Vec<ScheduleState>, StoreError> {
+        let query = |source| StoreError::Query {
+            operation: "sync schedules",
+            source,
+        };
+        let rows: Vec<ScheduleRow> = on_backend!(self, |pool, sql| {
+            let mut tx = pool.begin().await.map_err(query)?;
+            let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM schedules")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query)?;
+            for (name,) in names {
+                if !schedules.iter().any(|(n, _)| *n == name) {
+                    sqlx::query(&sql("DELETE FROM schedules WHERE name = $1"))
+                        .bind(&name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query)?;
+                }
+            }
+            for (name, definition) in schedules {
+                sqlx::query(&sql(
+                    "INSERT INTO schedules (name, definition, since_ms, last_fired_ms) \
+                     VALUES ($1, $2, $3, NULL) \
+                     ON CONFLICT (name) DO UPDATE \
+                     SET definition = excluded.definition, since_ms = excluded.since_ms \
+                     WHERE schedules.definition <> excluded.definition",
+                ))
+                .bind(*name)
+                .bind(*definition)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(query)?;
+            }
+            let rows = sqlx::query_as(
+                "SELECT name, definition, since_ms, last_fired_ms FROM schedules ORDER BY name",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query)?;
+            tx.commit().await.map_err(query)?;
+            rows
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, definition, since_ms, last_fired_ms)| ScheduleState {
+                    name,
+                    definition,
+                    since_ms,
+                    last_fired_ms,
+                },
+            )
+            .collect())
+    }
+
+    /// Claims the run of `name` scheduled at `fire_ms` by compare-and-set:
+    /// succeeds only while the schedule's last claimed run is still
+    /// `expected` (and its definition still `definition`). Written before
+    /// the run is invoked, so a run is claimed once, whoever asks and
+    /// however often.
+    pub async fn claim_schedule_run(
+        &self,
+        name: &str,
+        definition: &str,
+        expected: Option<i64>,
+        fire_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let query = |source| StoreError::Query {
+            operation: "claim schedule run",
+            source,
+        };
+        let result = on_backend!(self, |pool, sql| {
+            sqlx::query(&sql("UPDATE schedules SET last_fired_ms = $1 \
+                 WHERE name = $2 AND definition = $3 \
+                 AND (last_fired_ms = $4 OR (last_fired_ms IS NULL AND $5))"))
+            .bind(fire_ms)
+            .bind(name)
+            .bind(definition)
+            .bind(expected.unwrap_or_default())
+            .bind(expected.is_none())
+            .execute(pool)
+            .await
+            .map_err(query)?
+            .rows_affected()
+        });
+        Ok(result == 1)
+    }
+}
+
 /// Errors worth another attempt while the database comes up: nothing
 /// listening yet, a name not resolving yet, a server still starting
 /// (`57P03 cannot_connect_now`), a timed-out attempt.
@@ -549,6 +683,85 @@ mod tests {
         assert_eq!(all[1].reason, "startup");
         assert!(all[0].id > all[1].id);
         assert_eq!(store.deployments(1).await.expect("list").len(), 1);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir.parent().expect("parent"));
+    }
+
+    #[tokio::test]
+    async fn a_schedule_run_is_claimed_once_and_its_state_survives_reopening() {
+        let dir = temp_dir().join("state");
+        let config = StoreConfig::new(None, &dir).expect("config");
+        let never = CancellationToken::new();
+        let store = Store::connect(&config, Duration::from_secs(1), &never)
+            .await
+            .expect("connect");
+        let rows = store
+            .sync_schedules(
+                &[
+                    ("a", "rate(1 minute) UTC enabled"),
+                    ("b", "cron(0 1 * * ? *) UTC enabled"),
+                ],
+                1_000,
+            )
+            .await
+            .expect("sync");
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].since_ms, rows[0].last_fired_ms), (1_000, None));
+
+        assert!(store
+            .claim_schedule_run("a", "rate(1 minute) UTC enabled", None, 60_000)
+            .await
+            .expect("claim"));
+        // The same run again, or a run claimed from a stale view: refused.
+        assert!(!store
+            .claim_schedule_run("a", "rate(1 minute) UTC enabled", None, 60_000)
+            .await
+            .expect("claim"));
+        assert!(!store
+            .claim_schedule_run("a", "rate(1 minute) UTC enabled", Some(0), 120_000)
+            .await
+            .expect("claim"));
+        // Another definition than the stored one: refused.
+        assert!(!store
+            .claim_schedule_run("a", "rate(2 minutes) UTC enabled", Some(60_000), 120_000)
+            .await
+            .expect("claim"));
+        assert!(store
+            .claim_schedule_run("a", "rate(1 minute) UTC enabled", Some(60_000), 120_000)
+            .await
+            .expect("claim"));
+        store.close().await;
+
+        // Reopened: the claim is kept for an unchanged schedule; a changed
+        // one counts from the new time; a removed one is gone.
+        let store = Store::connect(&config, Duration::from_secs(1), &never)
+            .await
+            .expect("reopen");
+        let rows = store
+            .sync_schedules(
+                &[
+                    ("a", "rate(1 minute) UTC enabled"),
+                    ("c", "rate(1 day) UTC enabled"),
+                ],
+                5_000,
+            )
+            .await
+            .expect("sync");
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(
+            (rows[0].since_ms, rows[0].last_fired_ms),
+            (1_000, Some(120_000))
+        );
+        let rows = store
+            .sync_schedules(&[("a", "rate(5 minutes) UTC enabled")], 9_000)
+            .await
+            .expect("sync");
+        assert_eq!(rows[0].definition, "rate(5 minutes) UTC enabled");
+        assert_eq!(
+            (rows[0].since_ms, rows[0].last_fired_ms),
+            (9_000, Some(120_000))
+        );
         store.close().await;
         let _ = std::fs::remove_dir_all(dir.parent().expect("parent"));
     }

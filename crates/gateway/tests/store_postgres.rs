@@ -247,3 +247,147 @@ async fn the_store_waits_for_postgres_migrates_and_records_deployments() {
     );
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_a_schedule_run_once() {
+    let Some(bin) = postgres_bin() else {
+        println!("SKIPPED: no PostgreSQL binaries (initdb, pg_ctl, postgres) on this machine; install postgresql or set ESB_TEST_PG_BIN");
+        return;
+    };
+    let mut cluster = match Cluster::init(bin) {
+        Ok(c) => c,
+        Err(reason) => {
+            println!("SKIPPED: cannot set up a throwaway PostgreSQL: {reason}");
+            return;
+        }
+    };
+    let cluster = tokio::task::spawn_blocking(move || cluster.start().map(|()| cluster))
+        .await
+        .expect("join")
+        .expect("PostgreSQL starts");
+    let config =
+        StoreConfig::new(Some(&cluster.url(PASSWORD)), Path::new("/unused")).expect("config");
+    let store = Store::connect(&config, Duration::from_secs(30), &CancellationToken::new())
+        .await
+        .expect("connect");
+    let def = "cron(0/5 * * * ? *) UTC enabled";
+    let rows = store
+        .sync_schedules(&[("a", def), ("b", def)], 1_000)
+        .await
+        .expect("sync");
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].since_ms, rows[0].last_fired_ms), (1_000, None));
+    // Two gateways racing for the same run: one wins.
+    let (x, y) = tokio::join!(
+        store.claim_schedule_run("a", def, None, 300_000),
+        store.claim_schedule_run("a", def, None, 300_000)
+    );
+    assert_eq!(
+        [x.expect("claim"), y.expect("claim")]
+            .iter()
+            .filter(|won| **won)
+            .count(),
+        1
+    );
+    assert!(!store
+        .claim_schedule_run("a", "rate(1 day) UTC enabled", Some(300_000), 600_000)
+        .await
+        .expect("claim"));
+    assert!(store
+        .claim_schedule_run("a", def, Some(300_000), 600_000)
+        .await
+        .expect("claim"));
+    let rows = store
+        .sync_schedules(&[("a", def)], 9_000)
+        .await
+        .expect("sync");
+    assert_eq!(rows.len(), 1, "b was removed");
+    assert_eq!(
+        (rows[0].since_ms, rows[0].last_fired_ms),
+        (1_000, Some(600_000))
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queues_and_claims_async_invocations_once() {
+    use esb_gateway::queue::{InvocationStatus, NewInvocation};
+    let Some(bin) = postgres_bin() else {
+        println!("SKIPPED: no PostgreSQL binaries (initdb, pg_ctl, postgres) on this machine; install postgresql or set ESB_TEST_PG_BIN");
+        return;
+    };
+    let mut cluster = match Cluster::init(bin) {
+        Ok(c) => c,
+        Err(reason) => {
+            println!("SKIPPED: cannot set up a throwaway PostgreSQL: {reason}");
+            return;
+        }
+    };
+    let cluster = tokio::task::spawn_blocking(move || cluster.start().map(|()| cluster))
+        .await
+        .expect("join")
+        .expect("PostgreSQL starts");
+    let config =
+        StoreConfig::new(Some(&cluster.url(PASSWORD)), Path::new("/unused")).expect("config");
+    let store = Store::connect(&config, Duration::from_secs(30), &CancellationToken::new())
+        .await
+        .expect("connect");
+    let ids: Vec<String> = (0..20).map(|i| format!("request-{i:02}")).collect();
+    for id in &ids {
+        store
+            .enqueue_invocation(&NewInvocation {
+                request_id: id,
+                function: "f",
+                invoked_function_arn: "arn:aws:lambda:us-east-1:000000000000:function:f",
+                payload: br#"{"k":"v"}"#,
+                trace_id: "Root=1-5759e988-bd862e3fe1be46a994272793",
+                client_context: None,
+            })
+            .await
+            .expect("enqueue");
+    }
+    // Two dispatchers claiming at once never take the same invocation.
+    let now = i64::MAX / 4;
+    let (a, b) = tokio::join!(
+        store.claim_invocations("gw-a", now, now + 60_000, 15),
+        store.claim_invocations("gw-b", now, now + 60_000, 15)
+    );
+    let (a, b) = (a.expect("claim"), b.expect("claim"));
+    let mut claimed: Vec<String> = a.iter().chain(&b).map(|c| c.request_id.clone()).collect();
+    claimed.sort();
+    assert_eq!(claimed, ids, "each exactly once");
+    let first = a.first().or(b.first()).expect("one claimed");
+    assert_eq!(first.payload, br#"{"k":"v"}"#);
+    let holder = if a.is_empty() { "gw-b" } else { "gw-a" };
+    store
+        .finish_invocation(
+            &first.request_id,
+            holder,
+            InvocationStatus::Failed,
+            3,
+            Some("ValueError: boom"),
+        )
+        .await
+        .expect("finish");
+    let failed = store
+        .invocations(Some(InvocationStatus::Failed), 10)
+        .await
+        .expect("list");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].attempts, 3);
+    assert_eq!(failed[0].last_error.as_deref(), Some("ValueError: boom"));
+    // A new gateway makes the others due again.
+    assert_eq!(
+        store.recover_invocations("gw-c").await.expect("recover"),
+        19
+    );
+    assert_eq!(
+        store
+            .invocations(Some(InvocationStatus::Queued), 100)
+            .await
+            .expect("list")
+            .len(),
+        19
+    );
+    store.close().await;
+}

@@ -36,6 +36,9 @@ pub struct StackOptions {
     pub breaker_cooldown_seconds: u64,
     pub node_memory_mb: u64,
     pub node_max_workers: u32,
+    /// `ESB_ASYNC_RETRY_DELAYS_SECONDS`: delays before the retries of a
+    /// failed asynchronous invocation.
+    pub async_retry_delays_seconds: String,
 }
 
 impl Default for StackOptions {
@@ -47,6 +50,7 @@ impl Default for StackOptions {
             breaker_cooldown_seconds: 10,
             node_memory_mb: 8192,
             node_max_workers: 32,
+            async_retry_delays_seconds: "60,120".to_owned(),
         }
     }
 }
@@ -158,6 +162,10 @@ impl<B: Backend> Stack<B> {
             format!("--acquire-timeout-seconds={}", o.acquire_timeout_seconds),
             format!("--breaker-threshold={}", o.breaker_threshold),
             format!("--breaker-cooldown-seconds={}", o.breaker_cooldown_seconds),
+            format!(
+                "--async-retry-delays-seconds={}",
+                o.async_retry_delays_seconds
+            ),
         ];
         use clap::Parser as _;
         let settings = Config::try_parse_from(args)

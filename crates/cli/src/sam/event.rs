@@ -482,7 +482,10 @@ pub(crate) fn check_schedule_expression(expression: &str) -> std::result::Result
                 "{expression:?} must have six fields (minutes hours day-of-month month day-of-week year), found {fields}"
             ));
         }
-        return Ok(());
+        // Every field as EventBridge reads it, as the gateway will.
+        return esb_gateway::schedule::ScheduleExpression::parse(expression)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
     }
     Err(format!("{expression:?} must be rate(...) or cron(...)"))
 }
@@ -505,6 +508,8 @@ mod tests {
             Err("the rate in \"rate(0 days)\" must be a positive whole number".into())
         );
         assert!(check_schedule_expression("cron(0 12 * * ?)").is_err());
+        assert!(check_schedule_expression("cron(0 12 * * * *)").is_err());
+        assert!(check_schedule_expression("cron(0 25 ? * MON *)").is_err());
         assert!(check_schedule_expression("every day").is_err());
     }
 
