@@ -301,6 +301,38 @@ assert rules[0]["Expiration"]["Days"] == 1, rules
         "{notes}"
     );
 
+    // The box's scheduler ran TickFunction (a new rate schedule runs at
+    // once) through the durable queue in the box's PostgreSQL.
+    eventually(
+        "the scheduled TickFunction run",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            let url = format!("{gateway}/admin/v1/invocations?status=succeeded");
+            let token = token.clone();
+            async move {
+                let body: Value = client
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ran = body["invocations"]
+                    .as_array()
+                    .is_some_and(|list| list.iter().any(|i| i["function"] == "TickFunction"));
+                if ran {
+                    Ok(())
+                } else {
+                    Err(body.to_string())
+                }
+            }
+        },
+    )
+    .await;
+
     // esb invoke and esb logs.
     let out = app.esb_ok(&["invoke", "HelloFunction", "--payload", r#"{"name": "cli"}"#]);
     assert!(out.contains("Hello, cli!"), "{out}");

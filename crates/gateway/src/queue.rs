@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::event::UtcTime;
-use crate::pool::InvokeError;
+use crate::pool::{InvokeError, StartError};
 use crate::store::{Store, StoreError};
 use crate::worker::WorkerRequest;
 use crate::Gateway;
@@ -34,7 +34,7 @@ pub const MAX_EVENT_PAYLOAD: usize = 256 * 1024;
 const POLL: Duration = Duration::from_millis(200);
 /// Events run at the same time by one gateway.
 const MAX_IN_FLIGHT: usize = 64;
-/// A throttled event (no free worker, breaker open) is tried again after this.
+/// A throttled event (no free worker, no node with room, breaker open) is tried again after this.
 const THROTTLE_DELAY: Duration = Duration::from_secs(1);
 /// A claim lasts the longest function timeout plus this (queueing for a
 /// worker, starting it, the runtime's init).
@@ -701,9 +701,16 @@ async fn attempt(gateway: &Gateway, invocation: &ClaimedInvocation) -> Attempt {
                 status => Attempt::Failed(format!("the worker answered HTTP {status}")),
             }
         }
-        Err(InvokeError::Throttled { .. } | InvokeError::CircuitOpen { .. }) => {
-            Attempt::NotRun(THROTTLE_DELAY)
-        }
+        // No node has room (or none has registered yet, as right after the
+        // box starts): like a throttle, this is not the function's attempt.
+        Err(
+            InvokeError::Throttled { .. }
+            | InvokeError::CircuitOpen { .. }
+            | InvokeError::StartFailed {
+                source: StartError::NoCapacity { .. },
+                ..
+            },
+        ) => Attempt::NotRun(THROTTLE_DELAY),
         Err(InvokeError::ShuttingDown | InvokeError::Retired) => Attempt::NotRun(Duration::ZERO),
         Err(InvokeError::UnknownFunction(_)) => {
             Attempt::Rejected("the function no longer exists".to_owned())
