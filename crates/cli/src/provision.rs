@@ -60,7 +60,10 @@ pub async fn buckets(
         let (status, body) = s3
             .send("PUT", &format!("/{}", bucket.name), Vec::new())
             .await?;
-        let exists = status == 409 && body.contains("BucketAlreadyOwnedByYou");
+        // The box is single-tenant: an existing bucket is this box's own
+        // (storage answers BucketAlreadyExists or ...OwnedByYou).
+        let exists = status == 409
+            && (body.contains("BucketAlreadyOwnedByYou") || body.contains("BucketAlreadyExists"));
         if !(200..300).contains(&status) && !exists {
             return Err(CliError::Failed(format!(
                 "cannot create bucket {}: {status} {body}",

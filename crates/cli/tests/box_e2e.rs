@@ -416,6 +416,53 @@ assert rules[0]["Expiration"]["Days"] == 1, rules
         .expect("hello");
     assert_eq!(again.status(), 200);
 
+    // down keeps the data: the box comes back with its objects and rows.
+    app.esb_ok(&["down"]);
+    app.esb_ok(&["up", "--wait"]);
+    let info: Value = serde_json::from_str(&app.esb_ok(&["info", "--json"])).expect("info json");
+    let gateway = info["endpoints"]["gateway"]
+        .as_str()
+        .expect("gateway")
+        .to_owned();
+    let login: Value = client
+        .post(format!("{gateway}/user/auth/v1"))
+        .header("x-api-key", creds["api_key"].as_str().expect("api key"))
+        .json(
+            &json!({"AuthParameters": {"USERNAME": creds["user"], "PASSWORD": creds["password"]}}),
+        )
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login json");
+    let token = login["AuthenticationResult"]["IdToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let kept = client
+        .get(format!("{gateway}/files/docs/b.txt"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get file");
+    assert_eq!(kept.text().await.expect("body"), "written by the host");
+    let notes: Value = client
+        .get(format!("{gateway}/notes"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("notes")
+        .json()
+        .await
+        .expect("notes json");
+    assert!(
+        notes
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x["text"] == "remember the milk")),
+        "{notes}"
+    );
+
     // down -v leaves nothing behind.
     app.esb_ok(&["down", "-v"]);
     let label = format!("label=com.docker.compose.project={}", app.project);
