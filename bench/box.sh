@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark of the box's life cycle with the `esb` CLI on real Docker Compose,
-# side by side in one run, on a copy of examples/sam-app (5 python functions,
+# side by side in one run, on a copy of examples/sam-app (6 python functions, one of them a container image,
 # one bucket, one database):
 #
-#   build, cold          every function image built (no image of this app yet)
+#   build, cold          every function image built (no image of this app yet;
+#                        Docker's layer cache and pip's cache as they are)
 #   build, no change     nothing to rebuild (hashes only)
 #   build, one change    one function's code changed: one image rebuilt
 #   up --wait, first     `esb up --wait` of built images: volumes created,
@@ -44,7 +45,7 @@ trap cleanup EXIT
 cd "$app"
 
 now() { date +%s.%N; }
-ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f\n", (b - a) * 1000 }'; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 timed() { local t0; t0=$(now); "$@" >/dev/null 2>"$work/last.log" || { cat "$work/last.log" >&2; die "failed: $*"; }; ms "$t0" "$(now)"; }
 
@@ -78,8 +79,8 @@ up_again=$(printf '%s\n' "${again[@]}" | median)
 request_again=$(printf '%s\n' "${requests[@]}" | median)
 down=$(timed "$ESB" down -v)
 
-printf '\n%-34s %10s\n' "step (examples/sam-app, 5 functions)" "time"
-printf '%-34s %8s ms\n' "build, cold (5 images)" "$cold" \
+printf '\n%-34s %10s\n' "step (examples/sam-app, 6 functions)" "time"
+printf '%-34s %8s ms\n' "build, cold (6 images)" "$cold" \
   "build, no change (median of $RUNS)" "$nochange" \
   "build, one function changed" "$onechange" \
   "up --wait, first (fresh volumes)" "$first_up" \
