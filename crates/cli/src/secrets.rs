@@ -144,24 +144,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// The box's TLS material in `.esb/certs/`, generated when absent. Returns
 /// whether it was generated now.
 pub fn ensure_certs(project: &Project) -> Result<bool> {
-    use esb_contracts::pki::files;
+    use esb_contracts::pki::{self, files};
     let dir = project.certs_dir();
-    let all = [
-        files::CA_CERT,
-        files::CA_KEY,
-        files::GATEWAY_CERT,
-        files::GATEWAY_KEY,
-        files::AGENT_CERT,
-        files::AGENT_KEY,
-        files::CLIENT_CERT,
-        files::CLIENT_KEY,
-    ];
-    let present: Vec<&str> = all
-        .iter()
-        .copied()
+    let present: Vec<&str> = files::ALL
+        .into_iter()
         .filter(|f| dir.join(f).exists())
         .collect();
-    if present.len() == all.len() {
+    if present.len() == files::ALL.len() {
         return Ok(false);
     }
     if !present.is_empty() {
@@ -171,12 +160,7 @@ pub fn ensure_certs(project: &Project) -> Result<bool> {
             present.join(", ")
         )));
     }
-    let material = esb_contracts::pki::box_material(&[])
-        .map_err(|e| CliError::Failed(format!("cannot generate TLS certificates: {e}")))?;
-    for (name, pem) in material {
-        let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
-        write_atomic(&dir.join(name), pem.as_bytes(), mode)?;
-    }
+    pki::write_box_material(&dir).map_err(|e| CliError::Failed(e.to_string()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| CliError::write(&dir, e))?;
     Ok(true)

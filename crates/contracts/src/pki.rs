@@ -19,6 +19,18 @@ pub mod files {
     pub const AGENT_KEY: &str = "agent.key";
     pub const CLIENT_CERT: &str = "client.pem";
     pub const CLIENT_KEY: &str = "client.key";
+
+    /// Every file of a box's certificate directory.
+    pub const ALL: [&str; 8] = [
+        CA_CERT,
+        CA_KEY,
+        GATEWAY_CERT,
+        GATEWAY_KEY,
+        AGENT_CERT,
+        AGENT_KEY,
+        CLIENT_CERT,
+        CLIENT_KEY,
+    ];
 }
 
 /// Names the gateway's server certificate always carries: loopback for
@@ -98,6 +110,45 @@ impl Pki {
     pub fn client(&self, name: &str) -> Result<Identity, PkiError> {
         self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot generate the box's TLS material: {0}")]
+    Generate(#[source] PkiError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Generate a box PKI and write it into `dir` (created if needed):
+/// certificates 0644, private keys 0600, each file created new, so one that
+/// appeared meanwhile is never overwritten.
+pub fn write_box_material(dir: &std::path::Path) -> Result<(), WriteError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let write_error = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| WriteError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_error(dir))?;
+    for (name, pem) in box_material(&[]).map_err(WriteError::Generate)? {
+        let path = dir.join(name);
+        let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(write_error(&path))?;
+        file.write_all(pem.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(write_error(&path))?;
+    }
+    Ok(())
 }
 
 /// Everything a box needs, as PEM, keyed by the names in [`files`].

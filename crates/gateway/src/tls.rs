@@ -63,10 +63,7 @@ impl TlsFiles {
         let (present, missing): (Vec<&str>, Vec<&str>) =
             DIR_FILES.iter().copied().partition(|name| exists(name));
         if present.is_empty() {
-            let others: Vec<&str> = all_box_files()
-                .into_iter()
-                .filter(|name| exists(name))
-                .collect();
+            let others: Vec<&str> = files::ALL.into_iter().filter(|name| exists(name)).collect();
             if others.is_empty() {
                 generate(dir)?;
             } else {
@@ -161,43 +158,12 @@ impl TlsFiles {
     }
 }
 
-fn all_box_files() -> [&'static str; 8] {
-    [
-        files::CA_CERT,
-        files::CA_KEY,
-        files::GATEWAY_CERT,
-        files::GATEWAY_KEY,
-        files::AGENT_CERT,
-        files::AGENT_KEY,
-        files::CLIENT_CERT,
-        files::CLIENT_KEY,
-    ]
-}
-
-/// Writes a new box PKI into `dir`: certificates 0644, private keys 0600,
-/// each file created new (never overwriting one that appeared meanwhile).
+/// Writes a new box PKI into `dir` (see [`pki::write_box_material`]).
 fn generate(dir: &Path) -> Result<(), TlsError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let write_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| TlsError::Write { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(write_error(dir))?;
-    let material = pki::box_material(&[]).map_err(TlsError::Generate)?;
-    for (name, pem) in material {
-        let path = dir.join(name);
-        let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .map_err(write_error(&path))?;
-        file.write_all(pem.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(write_error(&path))?;
-    }
+    pki::write_box_material(dir).map_err(|e| match e {
+        pki::WriteError::Generate(e) => TlsError::Generate(e),
+        pki::WriteError::Write { path, source } => TlsError::Write { path, source },
+    })?;
     tracing::info!(dir = %dir.display(), "generated the box's TLS material");
     Ok(())
 }
@@ -220,7 +186,7 @@ mod tests {
         let files = TlsFiles::from_dir(&dir).expect("generated");
         assert!(files.client_ca_pem.is_some(), "the agents' CA is ca.pem");
         files.https_config().expect("a usable server identity");
-        for name in all_box_files() {
+        for name in files::ALL {
             let mode = std::fs::metadata(dir.join(name))
                 .expect(name)
                 .permissions()
