@@ -152,6 +152,26 @@ fn boto3(info: &Value, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The box's IdToken, logging in with its credentials from `esb info`.
+async fn login(client: &reqwest::Client, gateway: &str, creds: &Value) -> String {
+    let login: Value = client
+        .post(format!("{gateway}/user/auth/v1"))
+        .header("x-api-key", creds["api_key"].as_str().expect("api key"))
+        .json(
+            &json!({"AuthParameters": {"USERNAME": creds["user"], "PASSWORD": creds["password"]}}),
+        )
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login json");
+    login["AuthenticationResult"]["IdToken"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
 async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -211,22 +231,7 @@ async fn the_example_app_runs_as_a_box() {
         .await
         .expect("files");
     assert_eq!(denied.status(), 401);
-    let login: Value = client
-        .post(format!("{gateway}/user/auth/v1"))
-        .header("x-api-key", creds["api_key"].as_str().expect("api key"))
-        .json(
-            &json!({"AuthParameters": {"USERNAME": creds["user"], "PASSWORD": creds["password"]}}),
-        )
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login json");
-    let token = login["AuthenticationResult"]["IdToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = login(&client, &gateway, &creds).await;
 
     // S3 from a function, read back from the host with boto3, and the other way.
     let stored = client
@@ -424,22 +429,7 @@ assert rules[0]["Expiration"]["Days"] == 1, rules
         .as_str()
         .expect("gateway")
         .to_owned();
-    let login: Value = client
-        .post(format!("{gateway}/user/auth/v1"))
-        .header("x-api-key", creds["api_key"].as_str().expect("api key"))
-        .json(
-            &json!({"AuthParameters": {"USERNAME": creds["user"], "PASSWORD": creds["password"]}}),
-        )
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login json");
-    let token = login["AuthenticationResult"]["IdToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = login(&client, &gateway, &creds).await;
     let kept = client
         .get(format!("{gateway}/files/docs/b.txt"))
         .bearer_auth(&token)
