@@ -2,10 +2,11 @@
 //! runs them: the Invoke API stores the event in the gateway's store before
 //! it answers 202; the dispatcher claims due events with a lease (at least
 //! once: an event claimed by a gateway that died runs again), runs them on
-//! the same pools as synchronous invocations, retries a function error or
-//! an infrastructure failure after the configured delays (Lambda: two
-//! retries, after about one and two minutes), requeues a throttled event
-//! without counting an attempt, drops events older than the maximum age,
+//! the same pools as synchronous invocations, retries a function error
+//! after the configured delays (Lambda: two retries, after about one and two
+//! minutes), requeues a throttled event or one lost to a system error (a
+//! worker that would not start or stopped answering) without counting an
+//! attempt, drops events older than the maximum age,
 //! and keeps the outcome for `GET /admin/v1/invocations`.
 //!
 //! Claims are one statement: `FOR UPDATE SKIP LOCKED` on PostgreSQL (many
@@ -36,6 +37,8 @@ const POLL: Duration = Duration::from_millis(200);
 const MAX_IN_FLIGHT: usize = 64;
 /// A throttled event (no free worker, no node with room, breaker open) is tried again after this.
 const THROTTLE_DELAY: Duration = Duration::from_secs(1);
+/// The wait before an invocation lost to a system error runs again.
+const SYSTEM_ERROR_DELAY: Duration = Duration::from_secs(5);
 /// A claim lasts the longest function timeout plus this (queueing for a
 /// worker, starting it, the runtime's init).
 const LEASE_MARGIN: Duration = Duration::from_secs(120);
@@ -425,11 +428,17 @@ impl Store {
 #[derive(Debug, PartialEq, Eq)]
 enum Attempt {
     Succeeded,
-    /// The function failed, or the infrastructure did: counts as an attempt.
+    /// The function failed (an error, a crash, a timeout): counts as an
+    /// attempt.
     Failed(String),
-    /// Not run (no free worker, breaker open, gateway stopping): tried again
-    /// after the delay without counting an attempt.
-    NotRun(Duration),
+    /// Not run, or lost to the infrastructure (no free worker, breaker open,
+    /// gateway stopping, a worker that failed to start or stopped answering):
+    /// tried again after the delay without counting an attempt, as Lambda
+    /// retries throttles and system errors until the maximum event age.
+    NotRun {
+        delay: Duration,
+        error: Option<String>,
+    },
     /// Can never run (the function is gone, the payload is refused).
     Rejected(String),
 }
@@ -476,15 +485,18 @@ fn next_step(
             attempts: attempts_before,
             error: Some(error),
         },
-        Attempt::NotRun(delay) => {
+        Attempt::NotRun { delay, error } => {
             let due = now.saturating_add(millis(delay));
             if due > expires {
-                too_old(attempts_before, "not run".to_owned())
+                too_old(
+                    attempts_before,
+                    error.unwrap_or_else(|| "not run".to_owned()),
+                )
             } else {
                 Next::Requeue {
                     due_at_ms: due,
                     attempts: attempts_before,
-                    error: None,
+                    error,
                 }
             }
         }
@@ -710,13 +722,25 @@ async fn attempt(gateway: &Gateway, invocation: &ClaimedInvocation) -> Attempt {
                 source: StartError::NoCapacity { .. },
                 ..
             },
-        ) => Attempt::NotRun(THROTTLE_DELAY),
-        Err(InvokeError::ShuttingDown | InvokeError::Retired) => Attempt::NotRun(Duration::ZERO),
+        ) => Attempt::NotRun {
+            delay: THROTTLE_DELAY,
+            error: None,
+        },
+        Err(InvokeError::ShuttingDown | InvokeError::Retired) => Attempt::NotRun {
+            delay: Duration::ZERO,
+            error: None,
+        },
         Err(InvokeError::UnknownFunction(_)) => {
             Attempt::Rejected("the function no longer exists".to_owned())
         }
+        // A node that cannot start the worker, or a worker lost mid-call (its
+        // container killed, its agent restarted): a system error, not the
+        // function's. The breaker stops a persistent one from spinning.
         Err(e @ (InvokeError::StartFailed { .. } | InvokeError::WorkerFailed { .. })) => {
-            Attempt::Failed(e.to_string())
+            Attempt::NotRun {
+                delay: SYSTEM_ERROR_DELAY,
+                error: Some(e.to_string()),
+            }
         }
     }
 }
@@ -787,15 +811,46 @@ mod tests {
     fn throttles_do_not_count_and_old_events_are_dropped() {
         let s = settings();
         assert_eq!(
-            next_step(&s, 1, 0, 5_000, Attempt::NotRun(THROTTLE_DELAY)),
+            next_step(
+                &s,
+                1,
+                0,
+                5_000,
+                Attempt::NotRun {
+                    delay: THROTTLE_DELAY,
+                    error: None
+                }
+            ),
             Next::Requeue {
                 due_at_ms: 6_000,
                 attempts: 1,
                 error: None
             }
         );
+        // A system error keeps its message but not the attempt.
+        assert_eq!(
+            next_step(
+                &s,
+                1,
+                0,
+                5_000,
+                Attempt::NotRun {
+                    delay: SYSTEM_ERROR_DELAY,
+                    error: Some("worker unreachable".into())
+                }
+            ),
+            Next::Requeue {
+                due_at_ms: 10_000,
+                attempts: 1,
+                error: Some("worker unreachable".into())
+            }
+        );
         let six_hours = 6 * 3600 * 1000;
-        match next_step(&s, 0, 0, six_hours, Attempt::NotRun(THROTTLE_DELAY)) {
+        let throttled = Attempt::NotRun {
+            delay: THROTTLE_DELAY,
+            error: None,
+        };
+        match next_step(&s, 0, 0, six_hours, throttled) {
             Next::Finish {
                 status: InvocationStatus::Failed,
                 attempts: 0,
