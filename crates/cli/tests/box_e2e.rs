@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use esb_testkit::boto3::Boto3;
 use serde_json::{json, Value};
 
 const ESB: &str = env!("CARGO_BIN_EXE_esb");
@@ -122,34 +123,16 @@ fn docker_lines(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Run python with boto3 against the box: S3 endpoint and keys from `info`.
-fn boto3(info: &Value, script: &str) -> String {
+/// boto3 against the box: its S3 endpoint, keys and region from `info`.
+fn boto3(info: &Value) -> Boto3 {
     let creds = &info["credentials"];
-    let out = Command::new(esb_testkit::python())
-        .args(["-c", script])
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .env(
-            "AWS_ENDPOINT_URL_S3",
-            info["endpoints"]["s3"].as_str().expect("s3"),
-        )
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            creds["access_key_id"].as_str().expect("key"),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            creds["secret_access_key"].as_str().expect("secret"),
-        )
-        .env("AWS_REGION", info["region"].as_str().expect("region"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "boto3 script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let text = |v: &Value| v.as_str().expect("string in esb info").to_owned();
+    Boto3::new(
+        &text(&creds["access_key_id"]),
+        &text(&creds["secret_access_key"]),
+        &text(&info["region"]),
+    )
+    .endpoint("S3", &text(&info["endpoints"]["s3"]))
 }
 
 /// The box's IdToken, logging in with its credentials from `esb info`.
@@ -243,20 +226,21 @@ async fn the_example_app_runs_as_a_box() {
         .expect("put file");
     assert_eq!(stored.status(), 200, "{:?}", stored.text().await);
     let bucket = format!("{}-files", app.project);
-    let from_host = boto3(
-        &info,
-        &format!(
+    let from_host = boto3(&info)
+        .run(&format!(
             r#"
-import boto3
-s3 = boto3.client("s3")
-print(s3.get_object(Bucket="{bucket}", Key="docs/a.txt")["Body"].read().decode())
+s3 = boto3.client("s3", config=CONFIG)
+out["read"] = s3.get_object(Bucket="{bucket}", Key="docs/a.txt")["Body"].read().decode()
 s3.put_object(Bucket="{bucket}", Key="docs/b.txt", Body=b"written by the host")
-rules = s3.get_bucket_lifecycle_configuration(Bucket="{bucket}")["Rules"]
-assert rules[0]["Expiration"]["Days"] == 1, rules
+out["rules"] = s3.get_bucket_lifecycle_configuration(Bucket="{bucket}")["Rules"]
 "#
-        ),
+        ))
+        .await;
+    assert_eq!(from_host["read"], "written by a function");
+    assert_eq!(
+        from_host["rules"][0]["Expiration"]["Days"], 1,
+        "{from_host}"
     );
-    assert_eq!(from_host, "written by a function");
     let read = client
         .get(format!("{gateway}/files/docs/b.txt"))
         .bearer_auth(&token)

@@ -1,7 +1,9 @@
-//! Test support: fixture paths, the host's Lambda runtime clients, the
+//! Test support: fixture paths, the host's Lambda runtime clients, boto3
+//! scripts pinned to local endpoints, the
 //! worker shim started in-process on ephemeral ports, a process-based agent
 //! backend, a test PKI, and whole stacks (gateway + agent) in-process.
 
+pub mod boto3;
 pub mod docker;
 pub mod process;
 pub mod stack;

@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use esb_testkit::boto3::Boto3;
+use esb_testkit::fixture;
 use esb_testkit::process::ProcessBackend;
 use esb_testkit::stack::{Stack, StackOptions, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
-use esb_testkit::{fixture, python};
 use serde_json::{json, Value};
 
 /// A directory for the marker files, given to the function as `MARKER_DIR`.
@@ -58,74 +59,17 @@ fn runs(dir: &Path, marker: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs a boto3 script with the SDK's standard environment pointing at the
-/// stack's HTTP port; the script fills `out`, printed as JSON.
+/// boto3 with the Lambda endpoint at the stack's HTTP port; `STATE_DB` is
+/// the gateway's SQLite file.
 async fn boto3(s: &Stack<ProcessBackend>, script: &str) -> Value {
-    let prelude = r#"
-import json, os, sqlite3, sys
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError
-
-CONFIG = Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=60)
-lam = boto3.client("lambda", config=CONFIG)
-
-def client_error(fn, **kwargs):
-    try:
-        fn(**kwargs)
-    except ClientError as e:
-        return {
-            "code": e.response["Error"]["Code"],
-            "message": e.response["Error"]["Message"],
-            "status": e.response["ResponseMetadata"]["HTTPStatusCode"],
-            "class": type(e).__name__,
-        }
-    raise AssertionError("the call succeeded but an error was expected")
-
-def event(function, body):
-    r = lam.invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(body))
-    return {"status": r["StatusCode"], "payload": r["Payload"].read().decode(),
-            "request_id": r["ResponseMetadata"]["RequestId"],
-            "version": r.get("ExecutedVersion")}
-
-out = {}
-"#;
-    let program = format!("{prelude}\n{script}\nprint(json.dumps(out))\n");
-    let output = tokio::process::Command::new(python())
-        .arg("-c")
-        .arg(&program)
+    Boto3::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, "us-east-1")
+        .endpoint("LAMBDA", &format!("http://127.0.0.1:{}", s.http.port()))
         .env(
-            "AWS_ENDPOINT_URL_LAMBDA",
-            format!("http://127.0.0.1:{}", s.http.port()),
+            "STATE_DB",
+            &s.dir().join("state/gateway.db").to_string_lossy(),
         )
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("STATE_DB", s.dir().join("state/gateway.db"))
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), output)
+        .run(script)
         .await
-        .expect("boto3 finishes within 120 s")
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "boto3 script failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
 /// The invocation `request_id` as `GET /admin/v1/invocations` shows it.

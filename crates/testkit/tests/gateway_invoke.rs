@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use esb_testkit::boto3::Boto3;
+use esb_testkit::fixture;
 use esb_testkit::process::ProcessBackend;
 use esb_testkit::stack::{Stack, StackOptions, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
-use esb_testkit::{fixture, python};
 use serde_json::{json, Value};
 
 fn function(name: &str, extra: Value) -> Value {
@@ -32,77 +33,16 @@ async fn stack(functions: Vec<Value>, options: StackOptions) -> Stack<ProcessBac
     Stack::start(catalog, ProcessBackend::new(), options).await
 }
 
-/// Runs a boto3 script with the SDK's standard environment pointing at
-/// `endpoint`; the script prints one JSON document.
+/// boto3 with the Lambda endpoint at `endpoint`, trusting `ca_bundle`.
 async fn boto3(endpoint: &str, ca_bundle: Option<&std::path::Path>, script: &str) -> Value {
-    let prelude = r#"
-import base64, json, os
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError
-
-CONFIG = Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=60)
-lam = boto3.client("lambda", config=CONFIG)
-
-def client_error(fn, **kwargs):
-    try:
-        fn(**kwargs)
-    except ClientError as e:
-        return {
-            "code": e.response["Error"]["Code"],
-            "message": e.response["Error"]["Message"],
-            "status": e.response["ResponseMetadata"]["HTTPStatusCode"],
-            "response": {k: v for k, v in e.response.items() if k not in ("Error", "ResponseMetadata")},
-            "class": type(e).__name__,
-        }
-    raise AssertionError("the call succeeded but an error was expected")
-
-def payload(r):
-    return json.loads(r["Payload"].read() or b"null")
-
-out = {}
-"#;
-    let program = format!("{prelude}\n{script}\nprint(json.dumps(out))\n");
-    let mut command = tokio::process::Command::new(python());
-    command
-        .arg("-c")
-        .arg(&program)
-        // The SDK's own configuration, as a user sets it.
-        .env("AWS_ENDPOINT_URL_LAMBDA", endpoint)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-        // botocore reads AWS_DEFAULT_REGION; other SDKs AWS_REGION.
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        // Never anything else: no profile, config file or other endpoint.
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .kill_on_drop(true);
+    let boto3 =
+        Boto3::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, "us-east-1").endpoint("LAMBDA", endpoint);
     match ca_bundle {
-        Some(ca) => command.env("AWS_CA_BUNDLE", ca),
-        None => command.env_remove("AWS_CA_BUNDLE"),
-    };
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .expect("boto3 finishes within 120 s")
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "boto3 script failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+        Some(ca) => boto3.ca_bundle(ca),
+        None => boto3,
+    }
+    .run(script)
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
