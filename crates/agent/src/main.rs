@@ -13,11 +13,9 @@ use clap::{Parser, ValueEnum};
 use esb_agent::backend::docker::{AddressMode, DockerBackend, DockerConfig};
 use esb_agent::settings::{AgentSettings, TlsSettings};
 use esb_agent::Agent;
+use esb_contracts::service::{cancel_on_signal, init_tracing, LogFormat, EXIT_BAD_CONFIG};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// Exit code for bad configuration (sysexits EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
 
 /// Where the metrics listener (`/metrics`, `/health`) binds by default.
 const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9091";
@@ -108,12 +106,6 @@ enum AddressModeArg {
     Loopback,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 /// The validated configuration.
 struct Validated {
     settings: AgentSettings,
@@ -136,7 +128,7 @@ fn main() -> ExitCode {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     ExitCode::SUCCESS
                 }
-                _ => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::from(EXIT_BAD_CONFIG),
             };
         }
     };
@@ -145,7 +137,7 @@ fn main() -> ExitCode {
         Ok(v) => v,
         Err(e) => {
             tracing::error!("invalid configuration: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -174,7 +166,7 @@ fn healthcheck() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     let addr = esb_contracts::health::loopback(config.metrics_addr);
@@ -217,28 +209,6 @@ async fn serve(v: Validated) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("metrics endpoint task failed: {e}"),
     }
     result.context("the agent stopped")
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            tracing::info!("stopping");
-            shutdown.cancel();
-        }
-        _ => {
-            tracing::warn!("cannot install signal handlers");
-            shutdown.cancelled().await;
-        }
-    }
 }
 
 fn validate(c: Config) -> anyhow::Result<Validated> {
@@ -375,18 +345,6 @@ fn machine_memory_mb() -> anyhow::Result<u64> {
         })
         .context("no MemTotal in /proc/meminfo")?;
     Ok(kb / 1024)
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ESB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use esb_contracts::service::LogFormat;
 
 use crate::auth::{AuthConfig, UserConfig};
 use crate::pool::PoolSettings;
@@ -149,8 +150,8 @@ pub struct Config {
     pub worker_env: String,
 
     /// Format of the gateway's logs: text or json.
-    #[arg(long, env = "ESB_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    #[arg(long, env = "ESB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 
     /// Delays before the retries of a failed asynchronous invocation, in
     /// seconds (Lambda: two retries, after about 1 and 2 minutes).
@@ -273,9 +274,6 @@ impl Config {
         if self.breaker_threshold == 0 {
             return Err(invalid("ESB_BREAKER_THRESHOLD", "at least 1"));
         }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(invalid("ESB_LOG_FORMAT", "text or json"));
-        }
         let retry_delays = self
             .async_retry_delays_seconds
             .split(',')
@@ -354,7 +352,7 @@ impl Config {
             api_id: self.api_id.clone(),
             region: self.region.clone(),
             account_id: self.account_id.clone(),
-            json_logs: self.log_format == "json",
+            json_logs: self.log_format == LogFormat::Json,
             async_invocations: crate::queue::AsyncSettings {
                 retry_delays,
                 max_age: Duration::from_secs(self.async_max_age_seconds),

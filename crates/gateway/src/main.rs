@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use esb_contracts::health;
+use esb_contracts::service::{cancel_on_signal, init_tracing, EXIT_BAD_CONFIG};
 use esb_gateway::config::{Command, Config};
 use esb_gateway::Listeners;
 use tokio::net::TcpListener;
@@ -18,13 +19,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let json = config.log_format == "json";
-    init_tracing(json);
+    init_tracing(config.log_format);
     let settings = match config.validate() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("invalid configuration: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -60,11 +60,7 @@ fn main() -> ExitCode {
             "esb-gateway listening"
         );
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signals.cancel();
-        });
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
         esb_gateway::serve(settings, listeners, shutdown).await?;
         anyhow::Ok(())
     });
@@ -74,34 +70,5 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ESB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

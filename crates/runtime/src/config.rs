@@ -88,11 +88,7 @@ pub struct Config {
     pub command: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use esb_contracts::service::LogFormat;
 
 /// A configuration value the shim cannot run with.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use esb_runtime::config::{Config, LogFormat};
+use esb_contracts::service::{cancel_on_signal, init_tracing, EXIT_BAD_CONFIG};
+use esb_runtime::config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +16,7 @@ fn main() -> ExitCode {
         Ok(spec) => spec,
         Err(e) => {
             tracing::error!("invalid configuration: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     if let Err(e) = &spec.launch {
@@ -38,12 +39,7 @@ fn main() -> ExitCode {
         let api = TcpListener::bind(api_addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {api_addr}: {e}"))?;
         tracing::info!(%invoke_addr, runtime_api = %api_addr, function = %spec.name, "esb-runtime listening");
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stopping");
-            signals.cancel();
-        });
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
         esb_runtime::serve(spec, invoke, api, logs_url, shutdown).await?;
         anyhow::Ok(())
     });
@@ -53,33 +49,5 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ESB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }

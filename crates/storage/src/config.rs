@@ -1,5 +1,6 @@
 //! Command-line / environment configuration and its validated form.
 
+use esb_contracts::service::LogFormat;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,8 +50,8 @@ pub struct Config {
     #[arg(long, env = "ESB_STORAGE_LIFECYCLE_DAY", default_value = "24h", value_parser = humantime::parse_duration, hide = true)]
     pub lifecycle_day: Duration,
     /// Log format: `json` (inside containers) or `text`.
-    #[arg(long, env = "ESB_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    #[arg(long, env = "ESB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// `esb-storage healthcheck`: the health check of the storage image, which
@@ -84,8 +85,6 @@ pub enum ConfigError {
     EmptyKey { field: &'static str },
     #[error("lifecycle durations must be positive")]
     ZeroDuration,
-    #[error("log format {0:?} is neither \"json\" nor \"text\"")]
-    LogFormat(String),
 }
 
 /// The box's S3 credentials. `Debug` never shows the secret.
@@ -151,9 +150,6 @@ pub struct Settings {
 impl Config {
     /// Validates the input before anything is bound.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        if self.log_format != "json" && self.log_format != "text" {
-            return Err(ConfigError::LogFormat(self.log_format.clone()));
-        }
         match std::fs::metadata(&self.data_dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -272,17 +268,18 @@ mod tests {
 
     #[test]
     fn unknown_log_format_is_rejected() {
-        let dir_s = std::env::temp_dir().to_string_lossy().into_owned();
-        let c = parse(&[
+        let err = Config::try_parse_from([
+            "esb-storage",
             "--data-dir",
-            &dir_s,
+            "/tmp",
             "--access-key-id",
             "AK",
             "--secret-access-key",
             "SK",
             "--log-format",
             "xml",
-        ]);
-        assert!(matches!(c.validate(), Err(ConfigError::LogFormat(_))));
+        ])
+        .expect_err("xml is no log format");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
     }
 }

@@ -1,11 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use esb_contracts::service::{cancel_on_signal, init_tracing, EXIT_BAD_CONFIG};
 use esb_storage::{CancellationToken, Config, HealthcheckConfig, HEALTH_PATH};
 use tokio::net::TcpListener;
-
-/// `EX_CONFIG`-style status for bad configuration (sysexits `EX_USAGE`).
-const EXIT_BAD_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     if std::env::args_os()
@@ -25,7 +23,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(config.log_format == "json");
+    init_tracing(config.log_format);
     let settings = match config.validate() {
         Ok(s) => s,
         Err(e) => {
@@ -48,11 +46,7 @@ fn main() -> ExitCode {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signals.cancel();
-        });
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
         esb_storage::serve(settings, listener, shutdown).await?;
         anyhow::Ok(())
     });
@@ -80,34 +74,5 @@ fn healthcheck() -> ExitCode {
     } else {
         eprintln!("esb-storage: no 200 from http://{addr}{HEALTH_PATH}");
         ExitCode::FAILURE
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ESB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
