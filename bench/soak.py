@@ -292,12 +292,16 @@ events = collections.Counter()
 
 
 def watch_events():
+    """Counts the workers' container events; logs them (time, event, container, function) to OUT/events.log."""
     proc = subprocess.Popen(["docker", "events", "--filter", "type=container",
-                             "--filter", f"label=esb.stack={PROJECT}", "--format", "{{.Status}}"],
+                             "--filter", f"label=esb.stack={PROJECT}", "--format",
+                             '{{.TimeNano}} {{.Status}} {{.ID}} {{index .Actor.Attributes "esb.function"}}'],
                             stdout=subprocess.PIPE, text=True)
     threading.Thread(target=lambda: (stop.wait(), proc.terminate()), daemon=True).start()
-    for line in proc.stdout:
-        events[line.strip().split(":")[0]] += 1
+    with open(os.path.join(OUT, "events.log"), "w") as log:
+        for line in proc.stdout:
+            log.write(line)
+            events[line.split(" ")[1].split(":")[0]] += 1
     proc.wait()
 
 
@@ -456,4 +460,4 @@ series("gateway", 1)
 series("agent", 2)
 series("storage", 3)
 fig("worker containers (samples) max", max(r[4] for r in samples))
-fig("RSS samples (CSV)", os.path.join(OUT, "rss.csv"))
+fig("RSS samples (CSV), worker events", f"{os.path.join(OUT, 'rss.csv')}, events.log")

@@ -60,6 +60,7 @@ left() {
 cleanup() {
   (cd "$app" && "$ESB" down -v >/dev/null 2>&1) || true
   docker ps -aq --filter "label=esb.stack=$PROJECT" | xargs -r docker rm -f >/dev/null 2>&1 || true
+  docker network ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker network rm >/dev/null 2>&1 || true
   docker images --format '{{.Repository}}:{{.Tag}}' | grep '^esb-fn-bench-soak-app-' | xargs -r docker rmi -f >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -76,10 +77,12 @@ status=0
 "$PYTHON" "$ROOT/bench/soak.py" "$work/info.json" "$out" || status=$?
 
 t0=$(date +%s.%N)
-"$ESB" down -v >"$work/down.log" 2>&1 || { cat "$work/down.log" >&2; die "esb down -v failed"; }
+down=ok
+"$ESB" down -v >"$work/down.log" 2>&1 || { down="FAILED: $(grep -m1 'Error\|error' "$work/down.log")"; status=1; }
 down_ms=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
 read -r c v n w <<<"$(left)"
-printf '%-46s %s\n' "down -v" "$down_ms ms" \
+((c + v + n + w == 0)) || status=1
+printf '%-46s %s\n' "down -v" "$down_ms ms, $down" \
   "left after down -v: containers/volumes/networks" "$c / $v / $n" \
   "left after down -v: worker containers (label)" "$w"
 exit "$status"
