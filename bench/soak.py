@@ -461,3 +461,5 @@ series("agent", 2)
 series("storage", 3)
 fig("worker containers (samples) max", max(r[4] for r in samples))
 fig("RSS samples (CSV), worker events", f"{os.path.join(OUT, 'rss.csv')}, events.log")
+# Non-zero when the soak found a problem (the figures above say which).
+sys.exit(1 if sum(errors.values()) or failed or pending or final_zero is None or gateway_workers else 0)

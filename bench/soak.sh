@@ -19,7 +19,8 @@
 # Prints requests, errors by kind (target 0), p50/p99/max latency per kind,
 # cold starts, scale-to-zero cycles, the RSS series (first, min, max, last,
 # slope), and after `esb down -v` what is left of the project (target 0).
-# The RSS samples stay in a CSV under a temporary directory (printed).
+# The RSS samples and the workers' container events stay in a temporary
+# directory (printed). Exits non-zero when a request failed or anything is left.
 #
 # Environment: SOAK_SECONDS (600), SOAK_IDLE_SECONDS (the box's
 # ESB_IDLE_TIMEOUT_SECONDS, 10), SOAK_BUSY_SECONDS (40), SOAK_RATE (25),
