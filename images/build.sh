@@ -16,6 +16,8 @@
 #   esb-storage:latest            binary's `healthcheck` is its health check
 #   esb-postgres:latest           esb-os-base + Debian's postgresql-15
 #   esb-registry:latest           esb-os-base + Debian's docker-registry
+#   esb-runtime-node:latest       esb-os-base + Debian's containerd, runc, CNI
+#                                 plugins, iptables and dnsmasq (containerd mode)
 #
 # Our binaries (the shim in every function image, the services) are built
 # with `cargo build --release --target x86_64-unknown-linux-musl`. Debian
@@ -421,6 +423,9 @@ main() {
     build_image postgres --debs "$DEBS" esb-postgres:latest
     resolve_debs registry docker-registry
     build_image registry --debs "$DEBS" esb-registry:latest
+    resolve_debs runtime-node containerd runc containernetworking-plugins iptables \
+      dnsmasq-base iproute2 procps
+    build_image runtime-node --debs "$DEBS" esb-runtime-node:latest
   fi
 
   say "done in $((SECONDS - t0))s"

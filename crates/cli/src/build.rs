@@ -19,6 +19,7 @@ use esb_gateway::route::{PayloadFormat, RouteAuth, RouteConfig};
 use esb_gateway::schedule::ScheduleConfig;
 use sha2::{Digest, Sha256};
 
+use crate::compose::{Mode, REGISTRY_HOST};
 use crate::docker::Docker;
 use crate::error::{CliError, Result};
 use crate::project::Project;
@@ -37,6 +38,8 @@ const INPUT_HASH_LABEL: &str = "org.esb.input-hash";
 pub struct BuildOptions {
     pub overrides: BTreeMap<String, String>,
     pub region: String,
+    /// Containerd mode: the catalog names images in the box's registry.
+    pub mode: Mode,
 }
 
 /// What a build did, per function.
@@ -74,7 +77,11 @@ pub fn build(project: &Project, docker: &Docker, options: &BuildOptions) -> Resu
             image,
             started.elapsed().as_secs_f64()
         );
-        functions.push(function_config(function, &image, &resources));
+        functions.push(function_config(
+            function,
+            &catalog_image(options.mode, &image),
+            &resources,
+        ));
         images.push((function.name.clone(), image, built));
     }
     let catalog = CatalogConfig {
@@ -89,6 +96,36 @@ pub fn build(project: &Project, docker: &Docker, options: &BuildOptions) -> Resu
     write_atomic(&project.resources_path(), &to_json(&resources)?, 0o600)?;
     write_atomic(&project.catalog_path(), &to_json(&catalog)?, 0o600)?;
     Ok(Built { app, images })
+}
+
+/// The image as the box's nodes name it: the local tag in docker mode, the
+/// registry's copy in containerd mode.
+pub fn catalog_image(mode: Mode, image: &str) -> String {
+    match mode {
+        Mode::Docker => image.to_owned(),
+        Mode::Containerd => format!("{REGISTRY_HOST}/{image}"),
+    }
+}
+
+/// Push function images to the box's registry, published on the host's
+/// `port` (containerd mode). The registry serves HTTPS with the box's
+/// certificate; Docker treats a registry on 127.0.0.1 as its own and does
+/// not verify it. Layers the registry has are not sent again.
+pub fn push(docker: &Docker, images: &[String], port: u16) -> Result<()> {
+    for image in images {
+        let remote = format!("127.0.0.1:{port}/{image}");
+        let started = Instant::now();
+        docker.output(&["tag", image, &remote])?;
+        let pushed = docker.output(&["push", "--quiet", &remote]);
+        // The local alias is only the push's name; the image stays.
+        let _ = docker.output(&["rmi", &remote]);
+        pushed?;
+        eprintln!(
+            "  pushed {image} to the registry ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::build::{self, BuildOptions};
 use crate::client::GatewayClient;
-use crate::compose::{self, BoxSettings, Compose, SERVICE_IMAGES};
+use crate::compose::{self, BoxSettings, Compose, Mode, SERVICE_IMAGES};
 use crate::docker::Docker;
 use crate::error::{missing, CliError, Result};
 use crate::project::Project;
@@ -17,7 +17,7 @@ use crate::provision;
 use crate::secrets::{ensure_certs, Credentials};
 
 pub struct UpOptions {
-    pub mode: String,
+    pub mode: Mode,
     pub build: bool,
     pub wait: bool,
     pub overrides: BTreeMap<String, String>,
@@ -48,14 +48,37 @@ fn require_template(project: &Project) -> Result<()> {
     }
 }
 
-pub fn build(project: &Project, overrides: BTreeMap<String, String>) -> Result<()> {
+/// `esb build`: the images and the catalog for `mode`. In containerd mode the
+/// images are pushed when the box's registry runs; otherwise `esb up --mode
+/// containerd` pushes them.
+pub fn build(project: &Project, overrides: BTreeMap<String, String>, mode: Mode) -> Result<()> {
+    let built = build_images(project, overrides, mode)?;
+    if mode == Mode::Containerd {
+        let docker = Docker::connect()?;
+        let compose = Compose::with_mode(project, mode);
+        match compose.port(&docker, "registry", 5010) {
+            Some(port) => push(&docker, &built, port)?,
+            None => eprintln!(
+                "the box's registry is not running: `esb up --mode containerd` pushes the images"
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn build_images(
+    project: &Project,
+    overrides: BTreeMap<String, String>,
+    mode: Mode,
+) -> Result<build::Built> {
     require_template(project)?;
     let docker = Docker::connect()?;
     let started = Instant::now();
     eprintln!(
-        "building {} ({})",
+        "building {} ({}, {} mode)",
         project.name,
-        build::relative(project, &project.template).display()
+        build::relative(project, &project.template).display(),
+        mode.as_str()
     );
     let built = build::build(
         project,
@@ -63,8 +86,10 @@ pub fn build(project: &Project, overrides: BTreeMap<String, String>) -> Result<(
         &BuildOptions {
             overrides,
             region: region(),
+            mode,
         },
     )?;
+    mode.save(project)?;
     let fresh = built.images.iter().filter(|(_, _, b)| *b).count();
     eprintln!(
         "built {} function(s) ({fresh} rebuilt, {} up to date), {} bucket(s), {} database(s) in {:.1}s",
@@ -74,20 +99,21 @@ pub fn build(project: &Project, overrides: BTreeMap<String, String>) -> Result<(
         built.app.databases.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(built)
+}
+
+fn push(docker: &Docker, built: &build::Built, port: u16) -> Result<()> {
+    let images: Vec<String> = built.images.iter().map(|(_, i, _)| i.clone()).collect();
+    build::push(docker, &images, port)
 }
 
 pub fn up(project: &Project, options: UpOptions) -> Result<()> {
-    if options.mode != "docker" {
-        return Err(CliError::Usage(format!(
-            "mode {:?} is not available in this version of esb (available: docker)",
-            options.mode
-        )));
-    }
+    let mode = options.mode;
     require_template(project)?;
     let docker = Docker::connect()?;
     let missing_images: Vec<&str> = SERVICE_IMAGES
         .iter()
+        .chain(mode.extra_images())
         .copied()
         .filter(|i| !docker.image_exists(i))
         .collect();
@@ -100,7 +126,16 @@ pub fn up(project: &Project, options: UpOptions) -> Result<()> {
     let credentials = Credentials::load_or_create(project)?;
     ensure_certs(project)?;
     compose::materialize(project)?;
-    let mut compose = Compose::new(project);
+    let previous = Mode::of(project)?;
+    if previous != mode && Compose::with_mode(project, previous).is_running(&docker)? {
+        return Err(CliError::Usage(format!(
+            "box {} is running in {} mode: `esb down` first to start it in {} mode",
+            project.name,
+            previous.as_str(),
+            mode.as_str()
+        )));
+    }
+    let mut compose = Compose::with_mode(project, mode);
     let running = compose.is_running(&docker)?;
     let logs_image = format!(
         "{}:{}",
@@ -113,19 +148,16 @@ pub fn up(project: &Project, options: UpOptions) -> Result<()> {
     }
     let settings = BoxSettings::from_env(logs)?;
     if !running {
-        check_ports(&settings)?;
-    }
-    if options.build || !build::catalog_exists(project) {
-        build(project, options.overrides)?;
+        check_ports(&settings, mode)?;
     }
     compose::write_env(project, &credentials, &settings)?;
     if logs {
         compose.profiles.push("logs");
     }
-    eprintln!("starting box {} (docker mode)", project.name);
+    eprintln!("starting box {} ({} mode)", project.name, mode.as_str());
     let started = Instant::now();
-    let result = compose
-        .run(&docker, &["up", "--detach", "--wait", "--remove-orphans"])
+    let result = prepare_images(project, &docker, &compose, &options)
+        .and_then(|()| compose.run(&docker, &["up", "--detach", "--wait", "--remove-orphans"]))
         .and_then(|()| provision(project, &docker, &compose, &credentials, &settings))
         .and_then(|()| {
             if options.wait {
@@ -150,10 +182,42 @@ pub fn up(project: &Project, options: UpOptions) -> Result<()> {
     Ok(())
 }
 
+/// The function images and the catalog the box starts with. Docker mode
+/// builds when asked to or never built. Containerd mode builds every time
+/// (incremental: up-to-date images are found, and the catalog names them in
+/// the registry), starts the registry alone and pushes them there, before
+/// any node looks for them.
+fn prepare_images(
+    project: &Project,
+    docker: &Docker,
+    compose: &Compose,
+    options: &UpOptions,
+) -> Result<()> {
+    match options.mode {
+        Mode::Docker => {
+            if options.build
+                || !build::catalog_exists(project)
+                || Mode::of(project)? != Mode::Docker
+            {
+                build_images(project, options.overrides.clone(), Mode::Docker)?;
+            }
+            Ok(())
+        }
+        Mode::Containerd => {
+            let built = build_images(project, options.overrides.clone(), Mode::Containerd)?;
+            compose.run(docker, &["up", "--detach", "--wait", "registry"])?;
+            let port = compose.port(docker, "registry", 5010).ok_or_else(|| {
+                CliError::Failed("the registry publishes no port (see `esb logs registry`)".into())
+            })?;
+            push(docker, &built, port)
+        }
+    }
+}
+
 /// Every non-zero port must be free before anything starts.
-fn check_ports(settings: &BoxSettings) -> Result<()> {
+fn check_ports(settings: &BoxSettings, mode: Mode) -> Result<()> {
     for spec in &compose::PORTS {
-        if spec.service == "victorialogs" && !settings.logs {
+        if (spec.service == "victorialogs" && !settings.logs) || !spec.published_in(mode) {
             continue;
         }
         let port = settings.ports[spec.var];
@@ -281,7 +345,7 @@ fn take_down(project: &Project, docker: &Docker, compose: &Compose, volumes: boo
 pub fn down(project: &Project, volumes: bool) -> Result<()> {
     let docker = Docker::connect()?;
     compose::refresh(project)?;
-    let mut compose = Compose::new(project);
+    let mut compose = Compose::new(project)?;
     compose.profiles.push("logs");
     take_down(project, &docker, &compose, volumes)
 }
@@ -289,7 +353,7 @@ pub fn down(project: &Project, volumes: bool) -> Result<()> {
 pub fn stop(project: &Project) -> Result<()> {
     let docker = Docker::connect()?;
     compose::refresh(project)?;
-    let mut compose = Compose::new(project);
+    let mut compose = Compose::new(project)?;
     compose.profiles.push("logs");
     let _ = compose.output(&docker, &["stop", "gateway", "agent"]);
     docker.remove_workers(&project.name)?;
@@ -312,9 +376,13 @@ fn describe(project: &Project, docker: &Docker, compose: &Compose) -> Result<Val
     let s3 = port("s3-storage", 9000);
     let db = port("database", 5432);
     let logs = port("victorialogs", 9428);
+    let registry = match compose.mode {
+        Mode::Docker => None,
+        Mode::Containerd => port("registry", 5010),
+    };
     let env = read_env(project);
     Ok(json!({
-        "mode": "docker",
+        "mode": compose.mode.as_str(),
         "project": project.name,
         "endpoints": {
             "gateway": format!("https://127.0.0.1:{https}"),
@@ -322,6 +390,7 @@ fn describe(project: &Project, docker: &Docker, compose: &Compose) -> Result<Val
             "s3": s3.map(|p| format!("http://127.0.0.1:{p}")),
             "database": db.map(|p| format!("postgres://esb:{}@127.0.0.1:{p}/esb", credentials.database_password)),
             "logs": logs.map(|p| format!("http://127.0.0.1:{p}")),
+            "registry": registry.map(|p| format!("https://127.0.0.1:{p}")),
         },
         "credentials": {
             "user": credentials.user,
@@ -366,6 +435,9 @@ fn print_info(info: &Value, json: bool) {
     println!("s3         {}", s(&e["s3"]));
     println!("database   {}", s(&e["database"]));
     println!("logs       {}", s(&e["logs"]));
+    if !e["registry"].is_null() {
+        println!("registry   {}", s(&e["registry"]));
+    }
     println!("ca cert    {}", s(&info["ca_cert"]));
     println!(
         "user       {} / password in `esb info --json`",
@@ -380,7 +452,7 @@ fn print_info(info: &Value, json: bool) {
 pub fn info(project: &Project, json: bool) -> Result<()> {
     let docker = Docker::connect()?;
     compose::refresh(project)?;
-    let compose = Compose::new(project);
+    let compose = Compose::new(project)?;
     print_info(&describe(project, &docker, &compose)?, json);
     Ok(())
 }
@@ -388,7 +460,7 @@ pub fn info(project: &Project, json: bool) -> Result<()> {
 pub fn status(project: &Project, json: bool) -> Result<()> {
     let docker = Docker::connect()?;
     compose::refresh(project)?;
-    let mut compose = Compose::new(project);
+    let mut compose = Compose::new(project)?;
     compose.profiles.push("logs");
     let services = compose.ps(&docker)?;
     if services.is_empty() {
@@ -416,7 +488,7 @@ pub fn status(project: &Project, json: bool) -> Result<()> {
         .map(|s| json!({"service": s.service, "state": s.state, "health": s.health, "container": s.container}))
         .collect();
     if json {
-        let mut out = json!({"project": project.name, "services": services_json});
+        let mut out = json!({"project": project.name, "mode": compose.mode.as_str(), "services": services_json});
         match gateway {
             Ok(g) => {
                 out["pools"] = g["pools"].clone();
@@ -428,7 +500,7 @@ pub fn status(project: &Project, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
-    println!("box {}", project.name);
+    println!("box {} ({} mode)", project.name, compose.mode.as_str());
     println!("  {:<14} {:<10} HEALTH", "SERVICE", "STATE");
     for s in &services {
         println!("  {:<14} {:<10} {}", s.service, s.state, s.health);
@@ -459,7 +531,7 @@ pub fn invoke(project: &Project, function: &str, payload: String, log: bool) -> 
         .map_err(|e| CliError::Usage(format!("--payload is not valid JSON: {e}")))?;
     let docker = Docker::connect()?;
     compose::refresh(project)?;
-    let compose = Compose::new(project);
+    let compose = Compose::new(project)?;
     let base = gateway_url(&docker, &compose)?;
     let credentials = Credentials::load(project)?;
     let ca = read_ca(project)?;
@@ -509,6 +581,7 @@ pub fn certs(project: &Project) -> Result<()> {
         ("gateway certificate", files::GATEWAY_CERT),
         ("agent client certificate", files::AGENT_CERT),
         ("gateway client certificate", files::CLIENT_CERT),
+        ("registry certificate", files::REGISTRY_CERT),
     ] {
         println!("{:<28} {}", what, dir.join(name).display());
     }

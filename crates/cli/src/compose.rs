@@ -13,10 +13,22 @@ use crate::project::Project;
 use crate::secrets::{write_atomic, Credentials};
 
 /// The Compose files of DESIGN.md §1, as the repository has them.
-pub const FILES: [(&str, &str); 4] = [
+pub const FILES: [(&str, &str); 7] = [
     (
         "docker-compose.docker.yml",
         include_str!("../../../docker-compose.docker.yml"),
+    ),
+    (
+        "docker-compose.containerd.yml",
+        include_str!("../../../docker-compose.containerd.yml"),
+    ),
+    (
+        "compose/containerd/base.yml",
+        include_str!("../../../compose/containerd/base.yml"),
+    ),
+    (
+        "compose/containerd/worker.yml",
+        include_str!("../../../compose/containerd/worker.yml"),
     ),
     (
         "compose/base.yml",
@@ -32,8 +44,72 @@ pub const FILES: [(&str, &str); 4] = [
     ),
 ];
 
-/// The entry file of docker mode.
-pub const DOCKER_ENTRY: &str = "docker-compose.docker.yml";
+/// How the box runs its workers (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Containers on the host's Docker daemon.
+    Docker,
+    /// containerd tasks in the runtime-node container, on a CNI bridge;
+    /// function images go through the box's registry.
+    Containerd,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Result<Mode> {
+        match text.trim() {
+            "docker" => Ok(Mode::Docker),
+            "containerd" => Ok(Mode::Containerd),
+            "firecracker" => Err(CliError::Usage(
+                "mode \"firecracker\" is not available in this version of esb (available: docker, containerd)".into(),
+            )),
+            other => Err(CliError::Usage(format!(
+                "unknown mode {other:?} (available: docker, containerd)"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Docker => "docker",
+            Mode::Containerd => "containerd",
+        }
+    }
+
+    /// The entry file of the mode's Compose project.
+    pub fn entry_file(self) -> &'static str {
+        match self {
+            Mode::Docker => "docker-compose.docker.yml",
+            Mode::Containerd => "docker-compose.containerd.yml",
+        }
+    }
+
+    /// The images the mode needs besides [`SERVICE_IMAGES`].
+    pub fn extra_images(self) -> &'static [&'static str] {
+        match self {
+            Mode::Docker => &[],
+            Mode::Containerd => &["esb-runtime-node:latest", "esb-registry:latest"],
+        }
+    }
+
+    /// The mode of the project's last `build` or `up` (docker when none).
+    pub fn of(project: &Project) -> Result<Mode> {
+        match std::fs::read_to_string(project.mode_path()) {
+            Ok(text) => Mode::parse(&text)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", project.mode_path().display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Mode::Docker),
+            Err(e) => Err(CliError::read(&project.mode_path(), e)),
+        }
+    }
+
+    /// Remember the mode for the commands that follow (down, status, ...).
+    pub fn save(self, project: &Project) -> Result<()> {
+        write_atomic(&project.mode_path(), self.as_str().as_bytes(), 0o644)
+    }
+}
+
+/// The registry's port inside the box: function images are
+/// `registry:5010/<name>:<tag>` for the nodes.
+pub const REGISTRY_HOST: &str = "registry:5010";
 
 /// The upstream VictoriaLogs image; the logs service runs only when it is
 /// present (nothing is ever pulled).
@@ -56,15 +132,24 @@ pub struct PortSpec {
     pub service: &'static str,
     pub container_port: u16,
     pub what: &'static str,
+    /// Published in containerd mode only.
+    pub containerd_only: bool,
 }
 
-pub const PORTS: [PortSpec; 6] = [
+impl PortSpec {
+    pub fn published_in(&self, mode: Mode) -> bool {
+        !self.containerd_only || mode == Mode::Containerd
+    }
+}
+
+pub const PORTS: [PortSpec; 8] = [
     PortSpec {
         var: "ESB_PORT_GATEWAY_HTTPS",
         default: 8443,
         service: "gateway",
         container_port: 8443,
         what: "the gateway (HTTPS)",
+        containerd_only: false,
     },
     PortSpec {
         var: "ESB_PORT_GATEWAY_HTTP",
@@ -72,6 +157,7 @@ pub const PORTS: [PortSpec; 6] = [
         service: "gateway",
         container_port: 8080,
         what: "the gateway (HTTP)",
+        containerd_only: false,
     },
     PortSpec {
         var: "ESB_PORT_GRPC",
@@ -79,6 +165,7 @@ pub const PORTS: [PortSpec; 6] = [
         service: "gateway",
         container_port: 50051,
         what: "the gateway (gRPC for agents)",
+        containerd_only: false,
     },
     PortSpec {
         var: "ESB_PORT_S3",
@@ -86,6 +173,7 @@ pub const PORTS: [PortSpec; 6] = [
         service: "s3-storage",
         container_port: 9000,
         what: "S3 storage",
+        containerd_only: false,
     },
     PortSpec {
         var: "ESB_PORT_DATABASE",
@@ -93,6 +181,7 @@ pub const PORTS: [PortSpec; 6] = [
         service: "database",
         container_port: 5432,
         what: "PostgreSQL",
+        containerd_only: false,
     },
     PortSpec {
         var: "ESB_PORT_LOGS",
@@ -100,6 +189,23 @@ pub const PORTS: [PortSpec; 6] = [
         service: "victorialogs",
         container_port: 9428,
         what: "VictoriaLogs",
+        containerd_only: false,
+    },
+    PortSpec {
+        var: "ESB_PORT_REGISTRY",
+        default: 5010,
+        service: "registry",
+        container_port: 5010,
+        what: "the registry",
+        containerd_only: true,
+    },
+    PortSpec {
+        var: "ESB_PORT_AGENT_METRICS",
+        default: 9091,
+        service: "runtime-node",
+        container_port: 9091,
+        what: "the agent's metrics",
+        containerd_only: true,
     },
 ];
 
@@ -225,6 +331,7 @@ pub fn write_env(
 /// `docker compose` for one project.
 pub struct Compose<'a> {
     pub project: &'a Project,
+    pub mode: Mode,
     pub profiles: Vec<&'static str>,
 }
 
@@ -241,9 +348,15 @@ pub struct ServiceState {
 }
 
 impl<'a> Compose<'a> {
-    pub fn new(project: &'a Project) -> Compose<'a> {
+    /// The project in the mode it was last built or started in.
+    pub fn new(project: &'a Project) -> Result<Compose<'a>> {
+        Ok(Compose::with_mode(project, Mode::of(project)?))
+    }
+
+    pub fn with_mode(project: &'a Project, mode: Mode) -> Compose<'a> {
         Compose {
             project,
+            mode,
             profiles: Vec::new(),
         }
     }
@@ -272,7 +385,7 @@ impl<'a> Compose<'a> {
     }
 
     pub fn entry_file(&self) -> PathBuf {
-        self.project.state_dir.join(DOCKER_ENTRY)
+        self.project.state_dir.join(self.mode.entry_file())
     }
 
     /// Run with the output on the terminal (progress of long steps).
@@ -339,8 +452,14 @@ impl<'a> Compose<'a> {
             .any(|s| s.service == "gateway" && s.state == "running"))
     }
 
-    /// The host port a service's container port is published on.
+    /// The host port a service's container port is published on. In
+    /// containerd mode runtime-node publishes the ports of the gateway and
+    /// the agent, which share its network namespace.
     pub fn port(&self, docker: &Docker, service: &str, container_port: u16) -> Option<u16> {
+        let service = match (self.mode, service) {
+            (Mode::Containerd, "gateway" | "agent") => "runtime-node",
+            _ => service,
+        };
         let out = self
             .output(docker, &["port", service, &container_port.to_string()])
             .ok()?;
@@ -353,5 +472,80 @@ impl<'a> Compose<'a> {
             .parse()
             .ok()
             .filter(|p| *p != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(dir: &std::path::Path) -> Project {
+        Project::new(&dir.join("template.yaml"), Some("t1")).expect("project")
+    }
+
+    #[test]
+    fn modes_parse_and_name_their_entry_files() {
+        assert_eq!(Mode::parse("docker").expect("docker"), Mode::Docker);
+        assert_eq!(
+            Mode::parse("containerd\n").expect("containerd"),
+            Mode::Containerd
+        );
+        assert_eq!(
+            Mode::Containerd.entry_file(),
+            "docker-compose.containerd.yml"
+        );
+        let err = Mode::parse("firecracker").expect_err("not yet").to_string();
+        assert!(err.contains("not available"), "{err}");
+        let err = Mode::parse("podman").expect_err("unknown").to_string();
+        assert!(err.contains("unknown mode \"podman\""), "{err}");
+    }
+
+    #[test]
+    fn the_mode_is_kept_between_commands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project = project(dir.path());
+        assert_eq!(Mode::of(&project).expect("default"), Mode::Docker);
+        Mode::Containerd.save(&project).expect("save");
+        assert_eq!(Mode::of(&project).expect("saved"), Mode::Containerd);
+        std::fs::write(project.mode_path(), "vm").expect("write");
+        let err = Mode::of(&project).expect_err("bad file").to_string();
+        assert!(err.contains("mode") && err.contains("\"vm\""), "{err}");
+    }
+
+    #[test]
+    fn containerd_mode_finds_the_sidecars_ports_on_runtime_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project = project(dir.path());
+        let compose = Compose::with_mode(&project, Mode::Containerd);
+        assert!(compose
+            .entry_file()
+            .ends_with(".esb/docker-compose.containerd.yml"));
+        let only: Vec<&str> = PORTS
+            .iter()
+            .filter(|p| !p.published_in(Mode::Docker))
+            .map(|p| p.var)
+            .collect();
+        assert_eq!(only, ["ESB_PORT_REGISTRY", "ESB_PORT_AGENT_METRICS"]);
+        assert!(PORTS.iter().all(|p| p.published_in(Mode::Containerd)));
+    }
+
+    #[test]
+    fn every_compose_file_an_entry_file_names_is_carried() {
+        for (entry, text) in FILES
+            .iter()
+            .filter(|(n, _)| n.starts_with("docker-compose."))
+        {
+            let named: Vec<&str> = text
+                .split(|c: char| c.is_whitespace() || "[],:".contains(c))
+                .filter(|w| w.starts_with("compose/") && w.ends_with(".yml"))
+                .collect();
+            assert!(!named.is_empty(), "{entry} includes nothing");
+            for path in named {
+                assert!(
+                    FILES.iter().any(|(n, _)| *n == path),
+                    "{entry} names {path}, which esb does not carry"
+                );
+            }
+        }
     }
 }

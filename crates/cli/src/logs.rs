@@ -5,7 +5,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::build;
-use crate::compose::{self, Compose};
+use crate::compose::{self, Compose, Mode};
 use crate::docker::{Docker, LABEL_FUNCTION, LABEL_STACK};
 use crate::error::{CliError, Result};
 use crate::project::Project;
@@ -28,7 +28,7 @@ pub fn logs(
 ) -> Result<()> {
     let docker = Docker::connect()?;
     compose::refresh(project)?;
-    let mut compose = Compose::new(project);
+    let mut compose = Compose::new(project)?;
     compose.profiles.push("logs");
     let tail_arg = tail.map(|n| n.to_string());
     let mut args = vec!["logs"];
@@ -56,6 +56,12 @@ pub fn logs(
                     project.name,
                     SERVICES.join(", "),
                     if functions.is_empty() { "none built".to_owned() } else { functions.join(", ") }
+                )));
+            }
+            if compose.mode == Mode::Containerd {
+                return Err(CliError::Unavailable(format!(
+                    "a function's own logs are read from its Docker containers, and box {} runs in containerd mode: see `esb logs agent`, or VictoriaLogs when it runs",
+                    project.name
                 )));
             }
             function_logs(&docker, project, function, follow, tail_arg.as_deref())

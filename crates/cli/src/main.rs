@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use esb_cli::commands::{self, UpOptions};
+use esb_cli::compose::Mode;
 use esb_cli::error::{CliError, Result};
 use esb_cli::project::Project;
 
@@ -46,10 +47,14 @@ enum Command {
         /// Template parameter values, as Key=Value.
         #[arg(long = "parameter-overrides", value_name = "KEY=VALUE", num_args = 1..)]
         parameter_overrides: Vec<String>,
+        /// docker or containerd (default: the mode of the last build or up).
+        /// Containerd mode pushes the images to the box's registry when it runs.
+        #[arg(long)]
+        mode: Option<String>,
     },
     /// Start the box (building first when it was never built).
     Up {
-        /// docker (containerd and firecracker are not available yet).
+        /// docker or containerd (firecracker is not available yet).
         #[arg(long, default_value = "docker")]
         mode: String,
         /// Build before starting.
@@ -128,7 +133,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init { dir, runtime } => commands::init(&dir, &runtime),
         Command::Build {
             parameter_overrides,
-        } => commands::build(&project()?, overrides(&parameter_overrides)?),
+            mode,
+        } => {
+            let project = project()?;
+            let mode = match mode {
+                Some(mode) => Mode::parse(&mode)?,
+                None => Mode::of(&project)?,
+            };
+            commands::build(&project, overrides(&parameter_overrides)?, mode)
+        }
         Command::Up {
             mode,
             build,
@@ -137,7 +150,7 @@ fn run(cli: Cli) -> Result<()> {
         } => commands::up(
             &project()?,
             UpOptions {
-                mode,
+                mode: Mode::parse(&mode)?,
                 build,
                 wait,
                 overrides: overrides(&parameter_overrides)?,

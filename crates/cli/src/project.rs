@@ -71,6 +71,11 @@ impl Project {
         self.state_dir.join("credentials.json")
     }
 
+    /// The runtime mode of the last `build` or `up` (docker, containerd).
+    pub fn mode_path(&self) -> PathBuf {
+        self.state_dir.join("mode")
+    }
+
     /// The Compose environment file of this project (ports, secrets).
     pub fn env_path(&self) -> PathBuf {
         self.state_dir.join(format!("{}.env", self.name))

@@ -14,6 +14,21 @@ use serde_json::{json, Value};
 
 const ESB: &str = env!("CARGO_BIN_EXE_esb");
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Docker,
+    Containerd,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Docker => "docker",
+            Mode::Containerd => "containerd",
+        }
+    }
+}
+
 /// A copy of the example app in a temp dir, and the box's project name.
 struct App {
     dir: PathBuf,
@@ -50,6 +65,8 @@ impl App {
                     "ESB_PORT_S3",
                     "ESB_PORT_DATABASE",
                     "ESB_PORT_LOGS",
+                    "ESB_PORT_REGISTRY",
+                    "ESB_PORT_AGENT_METRICS",
                 ]
                 .map(|v| (v, "0")),
             )
@@ -172,11 +189,70 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_app_runs_as_a_box() {
-    let app = App::new("box");
-    app.esb_ok(&["build"]);
-    app.esb_ok(&["up", "--wait"]);
+    the_example_app_runs(Mode::Docker, "box").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the agent's containerd backend"]
+async fn the_example_app_runs_as_a_box_in_containerd_mode() {
+    the_example_app_runs(Mode::Containerd, "ctd").await;
+}
+
+/// Workers of `function`: the agent's labelled containers in docker mode;
+/// in containerd mode the gateway's view, every worker on the CNI bridge.
+async fn workers(
+    mode: Mode,
+    app: &App,
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    function: &str,
+) -> Result<usize, String> {
+    match mode {
+        Mode::Docker => Ok(docker_lines(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=esb.stack={}", app.project),
+            "--filter",
+            &format!("label=esb.function={function}"),
+        ])
+        .len()),
+        Mode::Containerd => {
+            let body: Value = client
+                .get(format!("{gateway}/admin/v1/workers"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let list = body["workers"].as_array().cloned().unwrap_or_default();
+            for w in &list {
+                let address = w["address"].as_str().unwrap_or_default();
+                assert!(
+                    address.contains("10.88."),
+                    "a containerd worker off the CNI bridge: {w}"
+                );
+            }
+            Ok(list.iter().filter(|w| w["function"] == function).count())
+        }
+    }
+}
+
+async fn the_example_app_runs(mode: Mode, tag: &str) {
+    let app = App::new(tag);
+    let build = app.esb(&["build", "--mode", mode.as_str()]);
+    assert!(build.status.success(), "esb build failed");
+    if mode == Mode::Containerd {
+        // No registry yet: up pushes the images.
+        let report = String::from_utf8_lossy(&build.stderr);
+        assert!(report.contains("registry is not running"), "{report}");
+    }
+    app.esb_ok(&["up", "--mode", mode.as_str(), "--wait"]);
     let info: Value = serde_json::from_str(&app.esb_ok(&["info", "--json"])).expect("info json");
-    assert_eq!(info["mode"], "docker");
+    assert_eq!(info["mode"], mode.as_str());
     assert_eq!(info["project"], app.project.as_str());
     let gateway = info["endpoints"]["gateway"]
         .as_str()
@@ -325,17 +401,20 @@ out["rules"] = s3.get_bucket_lifecycle_configuration(Bucket="{bucket}")["Rules"]
     // esb invoke and esb logs.
     let out = app.esb_ok(&["invoke", "HelloFunction", "--payload", r#"{"name": "cli"}"#]);
     assert!(out.contains("Hello, cli!"), "{out}");
-    let logs = app.esb_ok(&["logs", "HelloFunction"]);
-    for needle in [
-        "START RequestId:",
-        "END RequestId:",
-        "REPORT RequestId:",
-        "saying hello to cli",
-    ] {
-        assert!(
-            logs.contains(needle),
-            "`esb logs HelloFunction` lacks {needle:?}:\n{logs}"
-        );
+    if mode == Mode::Docker {
+        // Containerd mode: `esb logs FUNCTION` reads Docker workers (it says so).
+        let logs = app.esb_ok(&["logs", "HelloFunction"]);
+        for needle in [
+            "START RequestId:",
+            "END RequestId:",
+            "REPORT RequestId:",
+            "saying hello to cli",
+        ] {
+            assert!(
+                logs.contains(needle),
+                "`esb logs HelloFunction` lacks {needle:?}:\n{logs}"
+            );
+        }
     }
     let status: Value =
         serde_json::from_str(&app.esb_ok(&["status", "--json"])).expect("status json");
@@ -353,6 +432,11 @@ out["rules"] = s3.get_bucket_lifecycle_configuration(Bucket="{bucket}")["Rules"]
     assert!(out.status.success());
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(report.contains("1 rebuilt"), "{report}");
+    if mode == Mode::Containerd {
+        // The box's mode is kept, and its registry runs: pushed at once.
+        assert!(report.contains("containerd mode"), "{report}");
+        assert!(report.contains("pushed esb-fn-"), "{report}");
+    }
     eventually("the new HelloFunction", Duration::from_secs(30), || {
         let client = client.clone();
         let url = format!("{gateway}/hello/ESB");
@@ -375,25 +459,14 @@ out["rules"] = s3.get_bucket_lifecycle_configuration(Bucket="{bucket}")["Rules"]
     .await;
 
     // Scale to zero after the idle timeout, and back on the next request.
-    let workers = |function: &str| {
-        docker_lines(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=esb.stack={}", app.project),
-            "--filter",
-            &format!("label=esb.function={function}"),
-        ])
-        .len()
-    };
-    assert!(workers("HelloFunction") >= 1);
+    let now = workers(mode, &app, &client, &gateway, &token, "HelloFunction").await;
+    assert!(now.expect("workers") >= 1);
     eventually("scale to zero", Duration::from_secs(40), || {
-        let n = workers("HelloFunction");
+        let (client, gateway, token, app) = (&client, &gateway, &token, &app);
         async move {
-            if n == 0 {
-                Ok(())
-            } else {
-                Err(format!("{n} workers"))
+            match workers(mode, app, client, gateway, token, "HelloFunction").await? {
+                0 => Ok(()),
+                n => Err(format!("{n} workers")),
             }
         }
     })
@@ -407,7 +480,7 @@ out["rules"] = s3.get_bucket_lifecycle_configuration(Bucket="{bucket}")["Rules"]
 
     // down keeps the data: the box comes back with its objects and rows.
     app.esb_ok(&["down"]);
-    app.esb_ok(&["up", "--wait"]);
+    app.esb_ok(&["up", "--mode", mode.as_str(), "--wait"]);
     let info: Value = serde_json::from_str(&app.esb_ok(&["info", "--json"])).expect("info json");
     let gateway = info["endpoints"]["gateway"]
         .as_str()

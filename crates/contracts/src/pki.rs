@@ -19,9 +19,11 @@ pub mod files {
     pub const AGENT_KEY: &str = "agent.key";
     pub const CLIENT_CERT: &str = "client.pem";
     pub const CLIENT_KEY: &str = "client.key";
+    pub const REGISTRY_CERT: &str = "registry.pem";
+    pub const REGISTRY_KEY: &str = "registry.key";
 
     /// Every file of a box's certificate directory.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 10] = [
         CA_CERT,
         CA_KEY,
         GATEWAY_CERT,
@@ -30,12 +32,19 @@ pub mod files {
         AGENT_KEY,
         CLIENT_CERT,
         CLIENT_KEY,
+        REGISTRY_CERT,
+        REGISTRY_KEY,
     ];
 }
 
 /// Names the gateway's server certificate always carries: loopback for
 /// clients on the host, `gateway` for the box network.
 pub const GATEWAY_NAMES: [&str; 4] = ["localhost", "127.0.0.1", "::1", "gateway"];
+
+/// Names the registry's server certificate carries (containerd and
+/// firecracker modes): `registry` for nodes on the box network, loopback for
+/// `esb build` pushing through the published port.
+pub const REGISTRY_NAMES: [&str; 4] = ["registry", "localhost", "127.0.0.1", "::1"];
 
 pub type PkiError = rcgen::Error;
 
@@ -159,6 +168,7 @@ pub fn box_material(extra_gateway_names: &[&str]) -> Result<Vec<(&'static str, S
     let gateway = pki.server(&names)?;
     let agent = pki.client("agent")?;
     let client = pki.client("gateway")?;
+    let registry = pki.server(&REGISTRY_NAMES)?;
     Ok(vec![
         (files::CA_CERT, pki.ca_pem()),
         (files::CA_KEY, pki.ca_key_pem().to_owned()),
@@ -168,5 +178,7 @@ pub fn box_material(extra_gateway_names: &[&str]) -> Result<Vec<(&'static str, S
         (files::AGENT_KEY, agent.key_pem),
         (files::CLIENT_CERT, client.cert_pem),
         (files::CLIENT_KEY, client.key_pem),
+        (files::REGISTRY_CERT, registry.cert_pem),
+        (files::REGISTRY_KEY, registry.key_pem),
     ])
 }
