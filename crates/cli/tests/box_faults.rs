@@ -185,11 +185,14 @@ impl FaultBox {
         .await;
     }
 
-    /// Keys the slow function wrote (one per run), read with boto3.
+    /// Keys the slow function wrote (one per run), read with boto3 (at
+    /// the storage's current port: a restart publishes a new one).
     fn runs(&self) -> BTreeSet<String> {
         let bucket = format!("{}-runs", self.app.project);
+        let info: Value =
+            serde_json::from_str(&self.app.esb_ok(&["info", "--json"])).expect("info json");
         boto3(
-            &self.info,
+            &info,
             &format!(
                 r#"
 import boto3
