@@ -495,6 +495,7 @@ async fn function_faults_and_outages_stay_contained() {
         Some("Unhandled"),
         "{failed:?}"
     );
+    eprintln!("with storage down, the function failed in {waited:?}");
     assert!(waited < Duration::from_secs(15), "{waited:?}");
     docker_lines(&["start", &storage]);
     b.wait_healthy("s3-storage").await;
@@ -531,6 +532,7 @@ async fn function_faults_and_outages_stay_contained() {
         "{refused:?}"
     );
     assert_eq!(refused.body["Type"], "Service", "{refused:?}");
+    eprintln!("with the database down, an Event invoke was refused in {waited:?}");
     assert!(waited < Duration::from_secs(15), "{waited:?}");
     assert_eq!(
         b.invoke("SteadyFunction", json!({})).await.status,
