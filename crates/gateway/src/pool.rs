@@ -622,14 +622,25 @@ impl Pools {
     /// Destroys a worker in the background and forgets it.
     fn destroy(&self, worker: Arc<WorkerEntry>) {
         worker.alive.store(false, Ordering::SeqCst);
-        if self.lock_workers().remove(&worker.id).is_none() {
-            // Already gone (exit event, node left): nothing to destroy.
-            return;
+        {
+            let mut workers = self.lock_workers();
+            match workers.get(&worker.id) {
+                Some(known) if Arc::ptr_eq(known, &worker) => {
+                    workers.remove(&worker.id);
+                }
+                // Already gone (exit event, node left), or adopted anew
+                // since: nothing to destroy.
+                _ => return,
+            }
         }
         worker.node.release(worker.memory_mb);
+        // The node's current session: it may have reconnected since.
+        let node = self
+            .registry
+            .get(&worker.node.id)
+            .unwrap_or_else(|| Arc::clone(&worker.node));
         self.background.spawn(async move {
-            let result = worker
-                .node
+            let result = node
                 .call(
                     command::Kind::Destroy(WorkerRef {
                         worker_id: worker.id.clone(),
@@ -642,6 +653,58 @@ impl Pools {
                 Err(e) => tracing::warn!(worker = %worker.id, error = %e, "worker not destroyed"),
             }
         });
+    }
+
+    /// Takes a worker out of service for good: destroyed now when idle,
+    /// when its invocation ends when busy.
+    fn retire_worker(&self, worker_id: &str) {
+        let Some(worker) = self.lock_workers().get(worker_id).cloned() else {
+            return;
+        };
+        worker.alive.store(false, Ordering::SeqCst);
+        let Some(pool) = self.pool(&worker.function) else {
+            self.destroy(worker);
+            return;
+        };
+        let idle = {
+            let mut state = pool.lock();
+            let before = state.idle.len();
+            state.idle.retain(|i| i.worker.id != worker_id);
+            let removed = before - state.idle.len();
+            state.total -= removed;
+            removed > 0
+        };
+        if idle {
+            pool.returned.notify_one();
+            self.destroy(worker);
+        }
+        // Busy: `release` sees it is not alive and destroys it.
+    }
+
+    /// The node of a worker went away. Its containers may live on (an
+    /// agent that restarts leaves them running): an idle worker is
+    /// forgotten, and adopted again when the node lists it on its return;
+    /// a busy one finishes its invocation (the gateway calls workers
+    /// directly), then is destroyed through the node's new session. It is
+    /// never adopted while busy, so it never runs two invocations at once.
+    fn disconnected(&self, worker_id: &str) {
+        let Some(worker) = self.lock_workers().get(worker_id).cloned() else {
+            return;
+        };
+        let idle = self.pool(&worker.function).is_some_and(|pool| {
+            let mut state = pool.lock();
+            let before = state.idle.len();
+            state.idle.retain(|i| i.worker.id != worker_id);
+            let removed = before - state.idle.len();
+            state.total -= removed;
+            removed > 0
+        });
+        if idle {
+            self.lost(worker_id);
+        } else {
+            // `release` sees it is not alive and destroys it.
+            worker.alive.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Forgets a worker that is gone without the gateway's doing.
@@ -678,12 +741,21 @@ impl Pools {
                     .map(|w| w.id.clone())
                     .collect();
                 for id in gone {
-                    self.lost(&id);
+                    self.disconnected(&id);
                 }
             }
             NodeEvent::Worker(event) => {
-                tracing::info!(worker = %event.worker_id, function = %event.function, kind = ?event.kind, "worker gone");
-                self.lost(&event.worker_id);
+                use esb_contracts::agent::worker_event::Kind;
+                if matches!(event.kind, Some(Kind::OomKilled(_))) {
+                    // The kernel killed a process of the worker (usually the
+                    // runtime, which its shim restarts): the container may
+                    // still run, so it is destroyed, not just forgotten.
+                    tracing::info!(worker = %event.worker_id, function = %event.function, "worker hit its memory limit: replacing it");
+                    self.retire_worker(&event.worker_id);
+                } else {
+                    tracing::info!(worker = %event.worker_id, function = %event.function, kind = ?event.kind, "worker gone");
+                    self.lost(&event.worker_id);
+                }
             }
         }
     }
@@ -1155,20 +1227,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn exits_and_lost_nodes_remove_workers() {
-        let (pools, node, _log) = setup(0, None);
+    async fn exits_oom_kills_and_lost_nodes_remove_workers() {
+        use esb_contracts::agent::{worker_event::Kind, Exited, OomKilled, WorkerEvent};
+        let (pools, node, log) = setup(0, None);
         pools.handle(NodeEvent::Joined {
             node: Arc::clone(&node),
-            workers: vec![ready_worker("w-a"), ready_worker("w-b")],
+            workers: vec![
+                ready_worker("w-a"),
+                ready_worker("w-b"),
+                ready_worker("w-c"),
+            ],
         });
-        pools.handle(NodeEvent::Worker(esb_contracts::agent::WorkerEvent {
+        // An exited worker is gone already: forgotten, nothing to destroy.
+        pools.handle(NodeEvent::Worker(WorkerEvent {
             worker_id: "w-a".into(),
             function: "fn".into(),
-            kind: Some(esb_contracts::agent::worker_event::Kind::OomKilled(
-                esb_contracts::agent::OomKilled {},
-            )),
+            kind: Some(Kind::Exited(Exited { exit_code: 1 })),
         }));
+        // An OOM kill may leave the container running (the shim restarts
+        // its runtime): it is destroyed, never left behind unknown.
+        pools.handle(NodeEvent::Worker(WorkerEvent {
+            worker_id: "w-b".into(),
+            function: "fn".into(),
+            kind: Some(Kind::OomKilled(OomKilled {})),
+        }));
+        settle().await;
         assert_eq!(summary(&pools).total, 1);
+        assert_eq!(*log.lock().expect("log"), vec!["destroy w-b".to_string()]);
         pools.handle(NodeEvent::Left {
             node_id: "node-1".into(),
         });

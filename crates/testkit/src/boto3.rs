@@ -129,13 +129,10 @@ impl Boto3 {
         parse(output)
     }
 
-    /// [`Boto3::run`] for tests without a runtime.
+    /// [`Boto3::run`], blocking the calling thread (bounded by the
+    /// prelude's connect and read timeouts).
     pub fn run_blocking(&self, script: &str) -> Value {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(self.run(script))
+        parse(self.command(script).output().expect("python runs"))
     }
 }
 
