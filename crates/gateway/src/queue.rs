@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 
 use crate::event::UtcTime;
 use crate::pool::{InvokeError, StartError};
-use crate::store::{Store, StoreError};
+use crate::store::{bounded, Store, StoreError};
 use crate::worker::WorkerRequest;
 use crate::Gateway;
 
@@ -254,24 +254,25 @@ impl Store {
         invocation: &NewInvocation<'_>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        execute!(
-            self,
-            "INSERT INTO async_invocations (request_id, function_name, invoked_function_arn, \
-             payload, trace_id, client_context, status, attempts, enqueued_at_ms, due_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7)",
-            |q| q
-                .bind(invocation.request_id)
-                .bind(invocation.function)
-                .bind(invocation.invoked_function_arn)
-                .bind(invocation.payload)
-                .bind(invocation.trace_id)
-                .bind(invocation.client_context)
-                .bind(now)
-        )
-        .map_err(|source| StoreError::Query {
-            operation: "enqueue invocation",
-            source,
-        })?;
+        let operation = "enqueue invocation";
+        bounded(operation, async {
+            execute!(
+                self,
+                "INSERT INTO async_invocations (request_id, function_name, invoked_function_arn, \
+                 payload, trace_id, client_context, status, attempts, enqueued_at_ms, due_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7)",
+                |q| q
+                    .bind(invocation.request_id)
+                    .bind(invocation.function)
+                    .bind(invocation.invoked_function_arn)
+                    .bind(invocation.payload)
+                    .bind(invocation.trace_id)
+                    .bind(invocation.client_context)
+                    .bind(now)
+            )
+            .map_err(|source| StoreError::Query { operation, source })
+        })
+        .await?;
         Ok(())
     }
 
@@ -406,20 +407,21 @@ impl Store {
         status: Option<InvocationStatus>,
         limit: u32,
     ) -> Result<Vec<InvocationSummary>, StoreError> {
-        let rows: Vec<SummaryRow> = fetch!(
-            self,
-            "SELECT request_id, function_name, status, attempts, last_error, enqueued_at_ms, \
-             due_at_ms, finished_at_ms FROM async_invocations \
-             WHERE ($1 IS NULL OR status = $1) ORDER BY enqueued_at_ms DESC LIMIT $2",
-            fetch_all,
-            |q| q
-                .bind(status.map(InvocationStatus::as_str))
-                .bind(i64::from(limit))
-        )
-        .map_err(|source| StoreError::Query {
-            operation: "list invocations",
-            source,
-        })?;
+        let operation = "list invocations";
+        let rows: Vec<SummaryRow> = bounded(operation, async {
+            fetch!(
+                self,
+                "SELECT request_id, function_name, status, attempts, last_error, enqueued_at_ms, \
+                 due_at_ms, finished_at_ms FROM async_invocations \
+                 WHERE ($1 IS NULL OR status = $1) ORDER BY enqueued_at_ms DESC LIMIT $2",
+                fetch_all,
+                |q| q
+                    .bind(status.map(InvocationStatus::as_str))
+                    .bind(i64::from(limit))
+            )
+            .map_err(|source| StoreError::Query { operation, source })
+        })
+        .await?;
         Ok(rows.into_iter().map(InvocationSummary::from).collect())
     }
 }

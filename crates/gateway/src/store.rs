@@ -172,8 +172,36 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("database query timed out ({operation}) after {waited:?}")]
+    TimedOut {
+        operation: &'static str,
+        waited: Duration,
+    },
     #[error("stopped while waiting for the database")]
     Cancelled,
+}
+
+/// How long a query on a client's behalf may take. A database that stops
+/// answering without closing its connections (paused, partitioned) costs
+/// the client this long and then a clear 5xx, never a hang.
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `query` bounded by [`QUERY_TIMEOUT`].
+pub(crate) async fn bounded<T>(
+    operation: &'static str,
+    query: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    bounded_by(QUERY_TIMEOUT, operation, query).await
+}
+
+async fn bounded_by<T>(
+    waited: Duration,
+    operation: &'static str,
+    query: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(waited, query)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut { operation, waited }))
 }
 
 /// Why a catalog was applied.
@@ -352,23 +380,26 @@ impl Store {
             source,
         };
         let limit = i64::from(limit);
-        let rows: Vec<DeploymentRow> = match self {
-            Store::Postgres(pool) => sqlx::query_as(
-                "SELECT id, catalog_sha256, functions, routes, reason, gateway_id, applied_at_ms \
-                     FROM deployments ORDER BY id DESC LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(pool)
-            .await,
-            Store::Sqlite(pool) => sqlx::query_as(
-                "SELECT id, catalog_sha256, functions, routes, reason, gateway_id, applied_at_ms \
-                     FROM deployments ORDER BY id DESC LIMIT ?",
-            )
-            .bind(limit)
-            .fetch_all(pool)
-            .await,
-        }
-        .map_err(query)?;
+        let rows: Vec<DeploymentRow> = bounded("list deployments", async {
+            match self {
+                Store::Postgres(pool) => sqlx::query_as(
+                    "SELECT id, catalog_sha256, functions, routes, reason, gateway_id, applied_at_ms \
+                         FROM deployments ORDER BY id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(pool)
+                .await,
+                Store::Sqlite(pool) => sqlx::query_as(
+                    "SELECT id, catalog_sha256, functions, routes, reason, gateway_id, applied_at_ms \
+                         FROM deployments ORDER BY id DESC LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(pool)
+                .await,
+            }
+            .map_err(query)
+        })
+        .await?;
         Ok(rows.into_iter().map(Deployment::from).collect())
     }
 
@@ -611,6 +642,30 @@ async fn connect_sqlite(path: &Path, database: &str) -> Result<SqlitePool, Store
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_query_that_never_answers_times_out() {
+        let never = std::future::pending::<Result<(), StoreError>>();
+        let err = bounded_by(Duration::from_millis(20), "enqueue invocation", never)
+            .await
+            .expect_err("times out");
+        assert!(
+            matches!(
+                err,
+                StoreError::TimedOut {
+                    operation: "enqueue invocation",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            bounded_by(Duration::from_secs(5), "x", async { Ok(7) })
+                .await
+                .expect("answers"),
+            7
+        );
+    }
 
     fn temp_dir() -> PathBuf {
         std::env::temp_dir().join(format!("esb-store-{}", uuid::Uuid::new_v4().simple()))
