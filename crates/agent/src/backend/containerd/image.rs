@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::api::content::{InfoRequest, ReadContentRequest, WriteAction, WriteContentRequest};
+use super::api::content::{
+    AbortRequest, InfoRequest, ReadContentRequest, WriteAction, WriteContentRequest,
+};
 use super::api::diff::ApplyRequest;
 use super::api::images::{CreateImageRequest, GetImageRequest, Image, UpdateImageRequest};
 use super::api::snapshots::{
@@ -513,9 +515,13 @@ impl Containerd {
                 },
                 lease,
             ))
-            .await
-            .map_err(err("prepare snapshot"))?
-            .into_inner();
+            .await;
+        let prepared = match prepared {
+            Ok(p) => p.into_inner(),
+            // The chain was committed meanwhile (another agent's pull).
+            Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
+            Err(s) => return Err(err("prepare snapshot")(s)),
+        };
         let applied = self
             .diff_client()
             .apply(self.leased(
@@ -673,7 +679,9 @@ impl Containerd {
             while responses.message().await?.is_some() {}
             Ok::<(), tonic::Status>(())
         });
-        let reference = format!("esb-pull-{}", blob.digest);
+        // A ref of its own: agents of other stacks on this node may write
+        // the same blob at the same time (the second commit finds it there).
+        let reference = format!("esb-pull-{}-{:016x}", blob.digest, fastrand::u64(..));
         let mut offset: i64 = 0;
         let mut sent = Ok(());
         while let Some(chunk) = chunks.next().await {
@@ -702,7 +710,7 @@ impl Containerd {
         if sent.is_ok() {
             let commit = WriteContentRequest {
                 action: WriteAction::Commit as i32,
-                r#ref: reference,
+                r#ref: reference.clone(),
                 total: blob.size,
                 expected: blob.digest.clone(),
                 offset,
@@ -712,13 +720,20 @@ impl Containerd {
             let _ = tx.send(commit).await;
         }
         drop(tx);
-        let outcome = call.await.map_err(|e| e.to_string())?;
-        sent?;
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(s) if s.code() == Code::AlreadyExists => Ok(()),
-            Err(s) => Err(format!("content write: {s}")),
+        let outcome = match call.await {
+            Ok(Ok(())) => sent,
+            Ok(Err(s)) if s.code() == Code::AlreadyExists => Ok(()),
+            Ok(Err(s)) => Err(format!("content write: {s}")),
+            Err(e) => Err(e.to_string()),
+        };
+        if outcome.is_err() {
+            // Nothing half-written stays in containerd's ingest directory.
+            let _ = self
+                .content_client()
+                .abort(self.request(AbortRequest { r#ref: reference }))
+                .await;
         }
+        outcome
     }
 }
 
