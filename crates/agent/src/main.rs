@@ -78,7 +78,7 @@ struct Config {
     #[arg(long, env = "ESB_WORKER_DNS", default_value = "10.88.0.1")]
     worker_dns: std::net::Ipv4Addr,
     /// PEM file of the CA the registry's certificate is checked against
-    /// (containerd backend; default: the system's roots).
+    /// (containerd backend; the only root it trusts).
     #[arg(long, env = "ESB_REGISTRY_CA")]
     registry_ca: Option<PathBuf>,
     /// The node state directory, at the same path in the agent and in

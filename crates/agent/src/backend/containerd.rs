@@ -117,8 +117,8 @@ pub struct ContainerdConfig {
     pub worker_dns: Ipv4Addr,
     /// The node state directory, at the same path in the agent and the node.
     pub state_dir: PathBuf,
-    /// PEM of the CA the registry's certificate is checked against; `None`
-    /// uses the system's roots.
+    /// PEM of the CA the registry's certificate is checked against (the
+    /// only root trusted; `None` trusts no HTTPS registry).
     pub registry_ca: Option<Vec<u8>>,
     /// Registries spoken to over plain HTTP (tests, development).
     pub insecure_registries: Vec<String>,

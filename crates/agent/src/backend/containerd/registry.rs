@@ -119,19 +119,21 @@ pub(super) struct Registry {
 }
 
 impl Registry {
-    /// A client trusting only `ca_pem` (when given, else the system's
-    /// roots), speaking plain HTTP to the `insecure` registries.
+    /// A client trusting only `ca_pem` (without it, no HTTPS registry is
+    /// trusted: the agent's image has no system roots), speaking plain HTTP
+    /// to the `insecure` registries.
     pub fn new(ca_pem: Option<&[u8]>, insecure: Vec<String>) -> Result<Self, RegistryError> {
         // reqwest is built without a default crypto provider; tonic's is ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
+        let roots = match ca_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|source| RegistryError::Client { source })?,
+            None => Vec::new(),
+        };
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60));
-        if let Some(pem) = ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|source| RegistryError::Client { source })?;
-            builder = builder.tls_certs_only(certs);
-        }
+            .read_timeout(Duration::from_secs(60))
+            .tls_certs_only(roots);
         let client = builder
             .build()
             .map_err(|source| RegistryError::Client { source })?;
