@@ -15,7 +15,8 @@
 # the python runtime is initialised on the first invoke, as in Lambda).
 # Everything it starts is removed at exit. Workers are contacted only on
 # loopback (docker) or inside the node's namespace (containerd).
-# Environment: BENCH_ROUNDS (default 10), BENCH_SCALE (default 20).
+# Environment: BENCH_ROUNDS (default 10), BENCH_SCALE (default 20),
+# ESB_LOG=esb_agent=debug (the time of each step of each containerd create).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -76,6 +77,6 @@ docker run --rm --network "container:$NAME-node" --pid "container:$NAME-node" \
   --cap-add NET_ADMIN --cap-add SYS_ADMIN --cap-add SYS_PTRACE \
   --security-opt apparmor=unconfined "${volumes[@]}" \
   -v "$BIN:/coldstart:ro" -v "$ROOT/images/agent/esb.conflist:/etc/esb/cni/esb.conflist:ro" \
-  -e ESB_BENCH_INSECURE_REGISTRY=registry:5010 \
+  -e ESB_BENCH_INSECURE_REGISTRY=registry:5010 -e ESB_LOG="${ESB_LOG:-warn}" \
   --entrypoint /coldstart esb-runtime-node:latest \
   containerd "registry:5010/$NAME:latest" "$ROUNDS" "$SCALE"

@@ -8,7 +8,8 @@
 //!
 //! containerd mode reads the agent's variables: ESB_CNI_CONF_FILE,
 //! ESB_CNI_BIN_DIR, ESB_NODE_STATE_DIR, ESB_BENCH_INSECURE_REGISTRY (a
-//! registry spoken to over plain HTTP).
+//! registry spoken to over plain HTTP). ESB_LOG=esb_agent=debug logs the
+//! time of each step of every create.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +26,13 @@ use hyper_util::rt::TokioIo;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // ESB_LOG=esb_agent=debug shows each create's steps.
+    if let Ok(filter) = std::env::var("ESB_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, image) = match args.as_slice() {
         [mode, image, ..] => (mode.as_str(), image.clone()),

@@ -719,6 +719,7 @@ impl Containerd {
 
         // The snapshot and the container that references it are made under
         // a lease: a collection in between must not take the snapshot.
+        let started = Instant::now();
         let lease = self.create_lease().await.map_err(ctd("create lease"))?;
         let snapshot_and_container = async {
             let prepared = self
@@ -788,6 +789,7 @@ impl Containerd {
         }
         let mounts = mounts?;
 
+        let container_made = started.elapsed();
         let log_uri = format!("file://{}", log.display());
         let task = self
             .tasks_client()
@@ -817,6 +819,7 @@ impl Containerd {
         };
         made.task = true;
 
+        let task_made = started.elapsed();
         made.network = true;
         let ip = self
             .cni
@@ -860,7 +863,16 @@ impl Containerd {
                 logs: self.tail_log(id).await,
             });
         }
+        let network_made = started.elapsed();
         self.wait_ready(id, spec, address).await?;
+        tracing::debug!(
+            worker = %worker_id,
+            container_ms = container_made.as_millis() as u64,
+            task_ms = task_made.as_millis() as u64,
+            network_ms = network_made.as_millis() as u64,
+            ready_ms = started.elapsed().as_millis() as u64,
+            "worker made (times since the snapshot was prepared)"
+        );
         Ok(address)
     }
 
