@@ -74,8 +74,7 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 docker run --rm --network "container:$NAME-node" --pid "container:$NAME-node" \
-  --cap-add NET_ADMIN --cap-add SYS_ADMIN --cap-add SYS_PTRACE \
-  --security-opt apparmor=unconfined "${volumes[@]}" \
+  --cap-add NET_ADMIN --cap-add SYS_ADMIN --cap-add SYS_PTRACE "${volumes[@]}" \
   -v "$BIN:/coldstart:ro" -v "$ROOT/images/agent/esb.conflist:/etc/esb/cni/esb.conflist:ro" \
   -e ESB_BENCH_INSECURE_REGISTRY=registry:5010 -e ESB_LOG="${ESB_LOG:-warn}" \
   --entrypoint /coldstart esb-runtime-node:latest \

@@ -378,16 +378,15 @@ fn containerd_backend_in_a_runtime_node() {
         format!("container:{node}"),
         "--pid".into(),
         format!("container:{node}"),
-        // What the agent needs for CNI: netlink in the node's namespace,
-        // setns into a worker's, /proc/<pid>/ns of another user's process.
+        // What the agent needs for CNI (and no more): netlink in the node's
+        // namespace, setns into a worker's, /proc/<pid>/ns of another
+        // user's process (without SYS_PTRACE CNI ADD fails).
         "--cap-add".into(),
         "NET_ADMIN".into(),
         "--cap-add".into(),
         "SYS_ADMIN".into(),
         "--cap-add".into(),
         "SYS_PTRACE".into(),
-        "--security-opt".into(),
-        "apparmor=unconfined".into(),
         "-v".into(),
         format!("{}:/esb-test-bin:ro", exe.display()),
         "-v".into(),
