@@ -12,8 +12,10 @@
 #
 # services: the box's own services, run by the compose files
 #   esb-gateway:latest            FROM scratch + the static musl binary
-#   esb-agent:latest              (images/service/Dockerfile, ARG BIN); each
-#   esb-storage:latest            binary's `healthcheck` is its health check
+#   esb-storage:latest            (images/service/Dockerfile, ARG BIN); each
+#                                 binary's `healthcheck` is its health check
+#   esb-agent:latest              the same + Debian's CNI plugins for its
+#                                 containerd backend (images/agent/Dockerfile)
 #   esb-postgres:latest           esb-os-base + Debian's postgresql-15
 #   esb-registry:latest           esb-os-base + Debian's docker-registry
 #   esb-runtime-node:latest       esb-os-base + Debian's containerd, runc, CNI
@@ -416,9 +418,12 @@ main() {
   fi
 
   if [[ $services == 1 ]]; then
-    for bin in "${SERVICES[@]}"; do
+    for bin in esb-gateway esb-storage; do
       build_image service --file "$BIN_DIR/$bin=$bin" --arg "BIN=$bin" "$bin:latest"
     done
+    # The agent also carries the CNI plugins of its containerd backend.
+    resolve_debs cni containernetworking-plugins
+    build_image agent --debs "$DEBS" --file "$BIN_DIR/esb-agent=esb-agent" esb-agent:latest
     resolve_debs postgres postgresql-15
     build_image postgres --debs "$DEBS" esb-postgres:latest
     resolve_debs registry docker-registry

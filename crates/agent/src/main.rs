@@ -1,5 +1,6 @@
 //! `esb-agent`: parses its configuration, installs tracing and runs the
-//! agent library with the Docker backend.
+//! agent library with the Docker or the containerd backend
+//! (`ESB_AGENT_BACKEND`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,9 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use esb_agent::backend::containerd::{CniNetwork, ContainerdBackend, ContainerdConfig};
 use esb_agent::backend::docker::{AddressMode, DockerBackend, DockerConfig};
 use esb_agent::settings::{AgentSettings, TlsSettings};
-use esb_agent::Agent;
+use esb_agent::{Agent, Backend};
 use esb_contracts::service::{cancel_on_signal, init_tracing, LogFormat, EXIT_BAD_CONFIG};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,40 @@ struct Config {
     /// Name to verify the gateway's certificate against (default: the URL's host).
     #[arg(long, env = "ESB_GATEWAY_TLS_NAME")]
     gateway_tls_name: Option<String>,
+    /// The backend that runs workers: docker or containerd.
+    #[arg(long, env = "ESB_AGENT_BACKEND", value_enum, default_value = "docker")]
+    backend: BackendArg,
+    /// containerd's socket (containerd backend).
+    #[arg(
+        long,
+        env = "ESB_CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    containerd_address: PathBuf,
+    /// containerd's namespace for workers (containerd backend).
+    #[arg(long, env = "ESB_CONTAINERD_NAMESPACE", default_value = "esb")]
+    containerd_namespace: String,
+    /// The workers' CNI network list (containerd backend).
+    #[arg(
+        long,
+        env = "ESB_CNI_CONF_FILE",
+        default_value = "/etc/esb/cni/esb.conflist"
+    )]
+    cni_conf_file: PathBuf,
+    /// The directory of the CNI plugins (containerd backend).
+    #[arg(long, env = "ESB_CNI_BIN_DIR", default_value = "/opt/cni/bin")]
+    cni_bin_dir: PathBuf,
+    /// The workers' DNS server (containerd backend).
+    #[arg(long, env = "ESB_WORKER_DNS", default_value = "10.88.0.1")]
+    worker_dns: std::net::Ipv4Addr,
+    /// PEM file of the CA the registry's certificate is checked against
+    /// (containerd backend; the only root it trusts).
+    #[arg(long, env = "ESB_REGISTRY_CA")]
+    registry_ca: Option<PathBuf>,
+    /// The node state directory, at the same path in the agent and in
+    /// containerd's node (containerd backend).
+    #[arg(long, env = "ESB_NODE_STATE_DIR", default_value = "/var/lib/esb-node")]
+    node_state_dir: PathBuf,
     /// The Docker daemon's socket.
     #[arg(
         long,
@@ -100,6 +136,12 @@ struct HealthcheckConfig {
     metrics_addr: SocketAddr,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Docker,
+    Containerd,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum AddressModeArg {
     Network,
@@ -109,8 +151,14 @@ enum AddressModeArg {
 /// The validated configuration.
 struct Validated {
     settings: AgentSettings,
-    docker: DockerConfig,
+    backend: BackendConfig,
     metrics_addr: SocketAddr,
+}
+
+/// The backend and its settings.
+enum BackendConfig {
+    Docker(DockerConfig),
+    Containerd(ContainerdConfig),
 }
 
 fn main() -> ExitCode {
@@ -182,16 +230,42 @@ fn healthcheck() -> ExitCode {
 }
 
 async fn serve(v: Validated) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
     let metrics_listener = TcpListener::bind(v.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {}", v.metrics_addr))?;
-    let backend = Arc::new(
-        DockerBackend::connect(v.docker)
-            .await
-            .context("cannot use the Docker daemon")?,
-    );
-    let agent = Agent::new(v.settings, Arc::clone(&backend));
+    match v.backend {
+        BackendConfig::Docker(config) => {
+            let backend = Arc::new(
+                DockerBackend::connect(config)
+                    .await
+                    .context("cannot use the Docker daemon")?,
+            );
+            let result = serve_with(v.settings, Arc::clone(&backend), metrics_listener).await;
+            backend.close().await;
+            result
+        }
+        BackendConfig::Containerd(config) => {
+            let backend = Arc::new(
+                ContainerdBackend::connect(config)
+                    .await
+                    .context("cannot use containerd")?,
+            );
+            let result = serve_with(v.settings, Arc::clone(&backend), metrics_listener).await;
+            backend.close().await;
+            result
+        }
+    }
+}
+
+/// Runs the agent with `backend` until a signal; the caller closes the
+/// backend.
+async fn serve_with<B: Backend>(
+    settings: AgentSettings,
+    backend: Arc<B>,
+    metrics_listener: TcpListener,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let agent = Agent::new(settings, backend);
     let metrics = tokio::spawn(esb_agent::metrics::serve(
         metrics_listener,
         agent.metrics(),
@@ -200,7 +274,6 @@ async fn serve(v: Validated) -> anyhow::Result<()> {
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     let result = agent.run(shutdown.clone()).await;
     shutdown.cancel();
-    backend.close().await;
     // Ends once `shutdown` is cancelled.
     let _ = signals.await;
     match metrics.await {
@@ -238,7 +311,7 @@ fn validate(c: Config) -> anyhow::Result<Validated> {
         }
         _ => anyhow::bail!("ESB_AGENT_CA, ESB_AGENT_CERT and ESB_AGENT_KEY must be set together"),
     };
-    let node_id = match c.node_id {
+    let node_id = match c.node_id.clone() {
         Some(id) => id,
         None => hostname().context("ESB_NODE_ID is not set and the hostname cannot be read")?,
     };
@@ -271,19 +344,70 @@ fn validate(c: Config) -> anyhow::Result<Validated> {
     // The URL and the TLS material are checked now, to exit 64.
     settings.check().context("ESB_GATEWAY_URL / TLS settings")?;
 
-    let mut docker = DockerConfig::new(node_id, c.stack);
-    docker.socket = c.docker_socket;
-    docker.network = c.docker_network;
-    docker.address_mode = match c.worker_address_mode {
-        AddressModeArg::Network => AddressMode::Network,
-        AddressModeArg::Loopback => AddressMode::Loopback,
+    let start_timeout = Duration::from_secs(c.worker_start_timeout);
+    let backend = match c.backend {
+        BackendArg::Docker => {
+            let mut docker = DockerConfig::new(node_id, c.stack.clone());
+            docker.socket = c.docker_socket.clone();
+            docker.network = c.docker_network.clone();
+            docker.address_mode = match c.worker_address_mode {
+                AddressModeArg::Network => AddressMode::Network,
+                AddressModeArg::Loopback => AddressMode::Loopback,
+            };
+            docker.start_timeout = start_timeout;
+            BackendConfig::Docker(docker)
+        }
+        BackendArg::Containerd => {
+            let mut ctd = containerd_config(&c, node_id)?;
+            ctd.start_timeout = start_timeout;
+            BackendConfig::Containerd(ctd)
+        }
     };
-    docker.start_timeout = Duration::from_secs(c.worker_start_timeout);
     Ok(Validated {
         settings,
-        docker,
+        backend,
         metrics_addr: c.metrics_addr,
     })
+}
+
+/// The containerd backend's settings, checked: the socket, the CNI list and
+/// its plugins, the state directory, the registry CA.
+fn containerd_config(c: &Config, node_id: String) -> anyhow::Result<ContainerdConfig> {
+    use std::os::unix::fs::FileTypeExt;
+    let socket = &c.containerd_address;
+    match std::fs::metadata(socket) {
+        Ok(m) if m.file_type().is_socket() => {}
+        Ok(_) => anyhow::bail!(
+            "ESB_CONTAINERD_ADDRESS: {} is not a socket",
+            socket.display()
+        ),
+        Err(_) => anyhow::bail!(
+            "ESB_CONTAINERD_ADDRESS: no containerd socket at {}",
+            socket.display()
+        ),
+    }
+    check_label_value("ESB_CONTAINERD_NAMESPACE", &c.containerd_namespace)?;
+    CniNetwork::load(&c.cni_conf_file, &c.cni_bin_dir)
+        .context("ESB_CNI_CONF_FILE / ESB_CNI_BIN_DIR")?;
+    if !c.node_state_dir.is_dir() {
+        anyhow::bail!(
+            "ESB_NODE_STATE_DIR: {} is not a directory (it must be the node's state volume)",
+            c.node_state_dir.display()
+        );
+    }
+    let registry_ca = match &c.registry_ca {
+        Some(path) => Some(read_pem(path, "ESB_REGISTRY_CA")?),
+        None => None,
+    };
+    let mut ctd = ContainerdConfig::new(node_id, c.stack.clone());
+    ctd.socket = socket.clone();
+    ctd.namespace = c.containerd_namespace.clone();
+    ctd.cni_conf_file = c.cni_conf_file.clone();
+    ctd.cni_bin_dir = c.cni_bin_dir.clone();
+    ctd.worker_dns = c.worker_dns;
+    ctd.state_dir = c.node_state_dir.clone();
+    ctd.registry_ca = registry_ca;
+    Ok(ctd)
 }
 
 fn read_pem(path: &PathBuf, var: &str) -> anyhow::Result<Vec<u8>> {
@@ -405,5 +529,28 @@ mod tests {
         .is_err());
         let v = validate(config(&["--gateway-url", "http://gw:1"])).expect("valid");
         assert_eq!(v.settings.node.max_workers, 8);
+        assert!(matches!(v.backend, BackendConfig::Docker(_)));
+    }
+
+    #[test]
+    fn containerd_needs_its_socket_and_says_which_path() {
+        let err = validate(config(&[
+            "--gateway-url",
+            "http://gw:1",
+            "--backend",
+            "containerd",
+            "--containerd-address",
+            "/nonexistent/containerd.sock",
+        ]))
+        .err()
+        .expect("no socket");
+        assert_eq!(
+            format!("{err:#}"),
+            "ESB_CONTAINERD_ADDRESS: no containerd socket at /nonexistent/containerd.sock"
+        );
+        assert!(
+            Config::try_parse_from(["esb-agent", "--gateway-url", "x", "--backend", "podman"])
+                .is_err()
+        );
     }
 }

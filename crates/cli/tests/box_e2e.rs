@@ -34,7 +34,6 @@ async fn the_example_app_runs_as_a_box() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the agent's containerd backend"]
 async fn the_example_app_runs_as_a_box_in_containerd_mode() {
     the_example_app_runs(Mode::Containerd, "ctd").await;
 }

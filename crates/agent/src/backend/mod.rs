@@ -1,11 +1,14 @@
 //! The OS boundary: a [`Backend`] creates, pauses, destroys and inspects
 //! workers and reports their exits. The session code is generic over it;
-//! tests use fakes, production uses [`docker::DockerBackend`].
+//! tests use fakes, production uses [`docker::DockerBackend`] or
+//! [`containerd::ContainerdBackend`].
 
+pub mod containerd;
 pub mod docker;
 pub mod health;
 mod route;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -70,6 +73,25 @@ pub trait Backend: Send + Sync + 'static {
     /// Each session subscribes once; a lagging subscriber loses the oldest
     /// events (the next `Register` lists the workers that are left).
     fn events(&self) -> broadcast::Receiver<WorkerEvent>;
+}
+
+/// The worker's environment: the gateway's, plus the Lambda variables the
+/// shim needs when the gateway did not set them.
+pub(crate) fn worker_env(spec: &CreateWorker) -> Vec<String> {
+    let mut env: BTreeMap<&str, String> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    env.entry("AWS_LAMBDA_FUNCTION_NAME")
+        .or_insert_with(|| spec.function.clone());
+    env.entry("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .or_insert_with(|| spec.memory_mb.to_string());
+    if spec.timeout_seconds > 0 {
+        env.entry("AWS_LAMBDA_FUNCTION_TIMEOUT")
+            .or_insert_with(|| spec.timeout_seconds.to_string());
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 /// Why a backend operation failed. Mapped to the wire's `Error` in one
@@ -173,6 +195,42 @@ pub enum BackendError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A containerd API call failed.
+    #[error("containerd {operation} failed (worker {worker_id})")]
+    Containerd {
+        /// The API operation, e.g. `create task`.
+        operation: &'static str,
+        /// The gateway's worker id, empty for node-wide operations.
+        worker_id: String,
+        /// containerd's error.
+        #[source]
+        source: tonic::Status,
+    },
+    /// Attaching or detaching a worker's network failed.
+    #[error("worker network failed (worker {worker_id})")]
+    Cni {
+        /// The gateway's worker id, empty for node-wide operations.
+        worker_id: String,
+        /// What went wrong.
+        #[source]
+        source: containerd::CniError,
+    },
+    /// The worker's image could not be pulled or unpacked for a reason other
+    /// than the registry not having it.
+    #[error("cannot prepare the image of worker {worker_id}")]
+    Image {
+        /// The gateway's worker id.
+        worker_id: String,
+        /// What went wrong.
+        #[source]
+        source: containerd::ImageError,
+    },
+    /// The backend cannot run on this node as configured.
+    #[error("{reason}")]
+    Setup {
+        /// What is missing or wrong.
+        reason: String,
+    },
     /// An I/O operation failed (process backends).
     #[error("{operation} failed (worker {worker_id})")]
     Io {
@@ -201,6 +259,10 @@ impl BackendError {
             Self::Unroutable { .. }
             | Self::NotAttached { .. }
             | Self::Docker { .. }
+            | Self::Containerd { .. }
+            | Self::Cni { .. }
+            | Self::Image { .. }
+            | Self::Setup { .. }
             | Self::Io { .. } => ErrorCode::Backend,
         }
     }
@@ -214,7 +276,11 @@ impl BackendError {
             Self::StartFailed { logs, .. } | Self::NotReady { logs, .. } if !logs.is_empty() => {
                 format!("{self}; last log lines:\n{logs}")
             }
-            Self::Docker { .. } | Self::Io { .. } => {
+            Self::Docker { .. }
+            | Self::Containerd { .. }
+            | Self::Cni { .. }
+            | Self::Image { .. }
+            | Self::Io { .. } => {
                 format!("{self}: internal backend error, see the agent's log")
             }
             _ => self.to_string(),
@@ -228,7 +294,34 @@ impl BackendError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    fn spec() -> CreateWorker {
+        CreateWorker {
+            worker_id: "w-1".into(),
+            function: "hello".into(),
+            image: "hello:latest".into(),
+            memory_mb: 256,
+            timeout_seconds: 7,
+            env: HashMap::from([
+                ("AWS_LAMBDA_FUNCTION_NAME".into(), "given".into()),
+                ("DATABASE_URL".into(), "postgres://x".into()),
+            ]),
+            command: Vec::new(),
+            owner: "gw-1".into(),
+        }
+    }
+
+    #[test]
+    fn env_keeps_the_gateways_values_and_adds_missing_lambda_variables() {
+        let env = worker_env(&spec());
+        assert!(env.contains(&"AWS_LAMBDA_FUNCTION_NAME=given".to_owned()));
+        assert!(env.contains(&"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256".to_owned()));
+        assert!(env.contains(&"AWS_LAMBDA_FUNCTION_TIMEOUT=7".to_owned()));
+        assert!(env.contains(&"DATABASE_URL=postgres://x".to_owned()));
+    }
 
     #[test]
     fn wire_errors_carry_code_and_context_but_no_internal_text() {

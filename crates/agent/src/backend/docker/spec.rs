@@ -1,7 +1,7 @@
 //! The container a worker runs in: name, environment, limits and
 //! hardening, as one Docker create request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use esb_contracts::agent::CreateWorker;
@@ -41,7 +41,7 @@ pub(super) fn container_body(
     });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        env: Some(container_env(spec)),
+        env: Some(super::super::worker_env(spec)),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         labels: Some(labels),
         user: Some(c.user.clone()),
@@ -91,25 +91,6 @@ pub(super) fn container_name(stack: &str, function: &str, worker_id: &str) -> St
     parts.join("-")
 }
 
-/// The worker's environment: the gateway's, plus the Lambda variables the
-/// shim needs when the gateway did not set them.
-pub(super) fn container_env(spec: &CreateWorker) -> Vec<String> {
-    let mut env: BTreeMap<&str, String> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    env.entry("AWS_LAMBDA_FUNCTION_NAME")
-        .or_insert_with(|| spec.function.clone());
-    env.entry("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        .or_insert_with(|| spec.memory_mb.to_string());
-    if spec.timeout_seconds > 0 {
-        env.entry("AWS_LAMBDA_FUNCTION_TIMEOUT")
-            .or_insert_with(|| spec.timeout_seconds.to_string());
-    }
-    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
 /// CPU proportional to memory (1769 MB = 1 vCPU), at least `floor`, at most
 /// the host's CPUs.
 fn nano_cpus(memory_mb: u32, floor: i64, host: i64) -> i64 {
@@ -120,31 +101,6 @@ fn nano_cpus(memory_mb: u32, floor: i64, host: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec() -> CreateWorker {
-        CreateWorker {
-            worker_id: "w-1".into(),
-            function: "hello".into(),
-            image: "hello:latest".into(),
-            memory_mb: 256,
-            timeout_seconds: 7,
-            env: HashMap::from([
-                ("AWS_LAMBDA_FUNCTION_NAME".into(), "given".into()),
-                ("DATABASE_URL".into(), "postgres://x".into()),
-            ]),
-            command: Vec::new(),
-            owner: "gw-1".into(),
-        }
-    }
-
-    #[test]
-    fn env_keeps_the_gateways_values_and_adds_missing_lambda_variables() {
-        let env = container_env(&spec());
-        assert!(env.contains(&"AWS_LAMBDA_FUNCTION_NAME=given".to_owned()));
-        assert!(env.contains(&"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256".to_owned()));
-        assert!(env.contains(&"AWS_LAMBDA_FUNCTION_TIMEOUT=7".to_owned()));
-        assert!(env.contains(&"DATABASE_URL=postgres://x".to_owned()));
-    }
 
     #[test]
     fn cpu_is_proportional_to_memory_with_floor_and_host_cap() {
