@@ -174,7 +174,22 @@ pub(crate) fn load(text: &str) -> Result<Node, Located> {
     let mut parser = Parser::new();
     parser.set_input(text.as_bytes());
     let mut builder = Builder::default();
-    for event in parser {
+    let mut last = Pos { line: 1, column: 1 };
+    loop {
+        // libyaml-safer 0.3 also panics ("TODO") on a tag directly followed
+        // by `,` in a flow collection (`[!Ref, x]`), which libyaml accepts:
+        // that becomes an error at the end of the last complete event.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parser.next()));
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(Located::new(
+                    last,
+                    "invalid YAML: cannot read what follows (a tag such as !Ref directly followed by ',' is not supported)",
+                ))
+            }
+        };
         let event = event.map_err(|e| {
             let pos = e.problem_mark().map_or(Pos { line: 1, column: 1 }, pos_of);
             let mut message = format!("invalid YAML: {}", e.problem());
@@ -183,6 +198,7 @@ pub(crate) fn load(text: &str) -> Result<Node, Located> {
             }
             Located::new(pos, message)
         })?;
+        last = pos_of(event.end_mark);
         builder.event(event)?;
     }
     builder
@@ -451,6 +467,21 @@ mod tests {
             let value = root.get("a").and_then(Node::as_str).expect("a");
             assert!(value.starts_with('x'), "{text:?}: {value:?}");
         }
+    }
+
+    /// Found by `fuzz/fuzz_targets/sam_template.rs`: libyaml-safer panicked
+    /// ("TODO: What is expected here?") on a tag followed by `,` in a flow
+    /// collection.
+    #[test]
+    fn a_tag_followed_by_a_comma_in_a_flow_collection_is_an_error() {
+        let err = load("a: 1\nb: [!Ref, x]\n").expect_err("refused");
+        assert_eq!((err.pos.line, err.pos.column), (2, 5));
+        assert!(
+            err.message.contains("!Ref directly followed by ','"),
+            "{}",
+            err.message
+        );
+        load("b: [!Ref a, x]\n").expect("a tag with a value is fine");
     }
 
     /// Found by `fuzz/fuzz_targets/sam_template.rs`: 20,000 nested `[`
