@@ -1,12 +1,14 @@
 //! The SAM template parser (`esb_cli::sam::parse`): arbitrary template text,
 //! resolved as if it sat next to the `full` fixture's code.
 //!
-//! Properties: no panic; an error names the template and a position inside
+//! Properties: no panic (libyaml-safer's own panics, which the parser
+//! catches, excepted); an error names the template and a position inside
 //! the text (1-based, at most one line past the end); so does every warning;
 //! parsing the same text twice gives the same result.
 #![no_main]
 
 use std::path::Path;
+use std::sync::Once;
 
 use esb_cli::sam::{parse, LoadOptions, TemplateError};
 use libfuzzer_sys::fuzz_target;
@@ -33,7 +35,25 @@ fn check_position(text: &str, line: usize, column: usize, what: &str) {
     );
 }
 
+/// libFuzzer's panic hook aborts on every panic, also on the libyaml-safer
+/// panics `sam::yaml` catches and turns into errors; let those unwind.
+fn let_yaml_panics_unwind() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_yaml = info
+                .location()
+                .is_some_and(|l| l.file().contains("libyaml-safer"));
+            if !in_yaml {
+                abort(info);
+            }
+        }));
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    let_yaml_panics_unwind();
     let text = String::from_utf8_lossy(data);
     let path = Path::new(TEMPLATE);
     let options = LoadOptions::default();
