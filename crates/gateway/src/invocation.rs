@@ -69,7 +69,7 @@ impl FunctionRef {
         let mut rest: &[&str] = &parts;
         if rest.first() == Some(&"arn") {
             match rest {
-                [_, partition, "lambda", tail @ ..] if partition.starts_with("aws") => rest = tail,
+                [_, partition, "lambda", tail @ ..] if is_partition(partition) => rest = tail,
                 _ => return Err(invalid()),
             }
         }
@@ -120,16 +120,34 @@ fn valid_qualifier(q: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')))
 }
 
-/// `us-east-1`, `us-gov-west-1`, `cn-north-1`...: two letters, words, a digit.
+/// `aws`, `aws-cn`, `aws-us-gov`...: the pattern's `aws[a-zA-Z-]*`.
+fn is_partition(s: &str) -> bool {
+    s.strip_prefix("aws")
+        .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'))
+}
+
+/// `us-east-1`, `us-gov-west-1`, `us-isob-east-1`, `eusc-de-east-1`...: the
+/// pattern's `(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}`.
 fn is_region(s: &str) -> bool {
-    let words: Vec<&str> = s.split('-').collect();
-    words.len() >= 3
-        && words[0].len() == 2
-        && words[..words.len() - 1]
-            .iter()
-            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
-        && words[words.len() - 1].len() == 1
-        && words[words.len() - 1].bytes().all(|b| b.is_ascii_digit())
+    let lower = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase());
+    let words: Vec<&str> = s.strip_prefix("eusc-").unwrap_or(s).split('-').collect();
+    let (country, area, digit) = match words.as_slice() {
+        [country, area, digit] => (*country, *area, *digit),
+        [country, partition, area, digit]
+            if *partition == "gov"
+                || partition
+                    .strip_prefix("iso")
+                    .is_some_and(|x| x.len() <= 1 && (x.is_empty() || lower(x))) =>
+        {
+            (*country, *area, *digit)
+        }
+        _ => return false,
+    };
+    country.len() == 2
+        && lower(country)
+        && lower(area)
+        && digit.len() == 1
+        && digit.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `X-Amz-Invocation-Type`.
@@ -465,6 +483,11 @@ mod tests {
             "hello:",
             "hello:a.b",
             "arn:aws:lambda:us-east-1:123456789012:function:",
+            // Found by fuzz/fuzz_targets/function_ref.rs: the partition
+            // must be `aws` followed by letters and dashes.
+            "arn:aws5us-gov:lambda:us-gov-west-1:123456789012:function:my-fn:$LATEST",
+            "arn:aws_cn:lambda:cn-north-1:123456789012:function:f",
+            "eu-weu-west-1:awshest-1:awshello",
         ] {
             let err = FunctionRef::parse(raw).expect_err(raw);
             assert!(
@@ -476,10 +499,29 @@ mod tests {
 
     #[test]
     fn regions_are_recognised() {
-        for r in ["us-east-1", "us-gov-west-1", "ap-southeast-2", "cn-north-1"] {
+        for r in [
+            "us-east-1",
+            "us-gov-west-1",
+            "ap-southeast-2",
+            "cn-north-1",
+            "us-iso-east-1",
+            "us-isob-east-1",
+            "eusc-de-east-1",
+        ] {
             assert!(is_region(r), "{r}");
         }
-        for r in ["hello", "us-east", "123456789012", "function", "a-b-1"] {
+        // `eu-weu-west-1` was found by fuzz/fuzz_targets/function_ref.rs:
+        // one word between the country and the digit, as the API model says.
+        for r in [
+            "hello",
+            "us-east",
+            "123456789012",
+            "function",
+            "a-b-1",
+            "eu-weu-west-1",
+            "us-isoxy-east-1",
+            "us-gov-east-12",
+        ] {
             assert!(!is_region(r), "{r}");
         }
     }

@@ -3,9 +3,10 @@
 //!
 //! Verification follows what AWS's front end does for a `rest-json`
 //! service such as Lambda:
-//! - the canonical URI is the raw request path URI-encoded once more (so a
-//!   `%3A` the client sent is canonicalised as `%253A`, as botocore and the
-//!   other SDKs sign it for every service but S3);
+//! - the canonical URI is the raw request path without empty, `.` and `..`
+//!   segments, URI-encoded once more (so a `%3A` the client sent is
+//!   canonicalised as `%253A`, as botocore and the other SDKs sign it for
+//!   every service but S3);
 //! - the canonical query is every parameter decoded, strictly re-encoded
 //!   and sorted;
 //! - the canonical headers are the `SignedHeaders`, lowercased, values
@@ -391,12 +392,7 @@ fn parse_authorization(value: &str) -> Result<AuthorizationFields, SigV4Error> {
 
 /// The canonical request of SigV4 for a non-S3 service.
 fn canonical_request(parts: &Parts, signed_headers: &[String], payload_hash: &str) -> String {
-    let path = parts.uri.path();
-    let canonical_uri = if path.is_empty() {
-        "/".to_owned()
-    } else {
-        uri_encode(path, false)
-    };
+    let canonical_uri = uri_encode(&normalize_path(parts.uri.path()), false);
     let mut query: Vec<(String, String)> = parts
         .uri
         .query()
@@ -433,6 +429,30 @@ fn canonical_request(parts: &Parts, signed_headers: &[String], payload_hash: &st
         parts.method.as_str(),
         names.join(";"),
     )
+}
+
+/// The path with empty, `.` and `..` segments removed (RFC 3986 5.2.4, and
+/// `//` collapsed), as the AWS SDKs normalise it before signing for every
+/// service but S3 (botocore's `remove_dot_segments`, `aws-sigv4`'s
+/// `normalize_uri_path`). A path ending in a slash (or `/.`, `/..`) keeps
+/// one; an empty path is `/`.
+fn normalize_path(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            segment => segments.push(segment),
+        }
+    }
+    let mut normalized = format!("/{}", segments.join("/"));
+    let ends_with_slash = ["/", "/.", "/.."].iter().any(|end| path.ends_with(end));
+    if ends_with_slash && !normalized.ends_with('/') {
+        normalized.push('/');
+    }
+    normalized
 }
 
 /// A signed header's canonical value: every occurrence trimmed, runs of
@@ -589,7 +609,10 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let text = include_str!("../fixtures/sigv4-botocore-invoke.json");
+        fixture_from(include_str!("../fixtures/sigv4-botocore-invoke.json"))
+    }
+
+    fn fixture_from(text: &str) -> Fixture {
         let f: serde_json::Value = serde_json::from_str(text).expect("fixture");
         let s = |k: &str| f[k].as_str().expect(k).to_owned();
         let mut builder = http::Request::builder()
@@ -621,6 +644,38 @@ mod tests {
         let f = fixture();
         let v = verifier(&f, clock_at(&f.date));
         check(&v, &f.parts, &f.body).expect("botocore's signature verifies");
+    }
+
+    /// Found by `fuzz/fuzz_targets/sigv4.rs`: the SDKs sign the path
+    /// without empty, `.` and `..` segments, and the verifier canonicalised
+    /// it as sent, refusing such requests.
+    #[test]
+    fn a_path_with_empty_and_dot_segments_verifies_as_botocore_signs_it() {
+        let f = fixture_from(include_str!("../fixtures/sigv4-botocore-dot-segments.json"));
+        assert_eq!(
+            f.parts.uri.path(),
+            "/2015-03-31/functions//hello/./x/../invocations"
+        );
+        let v = verifier(&f, clock_at(&f.date));
+        check(&v, &f.parts, &f.body).expect("botocore's signature verifies");
+    }
+
+    #[test]
+    fn paths_are_normalised_as_the_sdks_do() {
+        for (path, normalized) in [
+            ("", "/"),
+            ("/", "/"),
+            ("//", "/"),
+            ("/a//b", "/a/b"),
+            ("/a/./b/", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/../a", "/a"),
+            ("/a/%2E/b", "/a/%2E/b"),
+            ("/a/..b/c.", "/a/..b/c."),
+        ] {
+            assert_eq!(normalize_path(path), normalized, "{path:?}");
+        }
     }
 
     #[test]

@@ -70,6 +70,11 @@ const FN_TAGS: &[&str] = &[
 /// What `!!` expands to.
 const YAML_CORE_PREFIX: &str = "tag:yaml.org,2002:";
 
+/// How deep lists and mappings may nest. Templates stay far below; deeper
+/// input only makes the scanner slow (quadratic in the depth) and the
+/// recursive passes over the tree deep.
+const MAX_DEPTH: usize = 128;
+
 impl Node {
     pub fn new(kind: Kind, pos: Pos) -> Self {
         Node { kind, pos }
@@ -158,10 +163,33 @@ fn pos_of(mark: Mark) -> Pos {
 /// The scanner is a port of libyaml, the library behind PyYAML (and so
 /// behind the SAM CLI): templates AWS accepts load here too.
 pub(crate) fn load(text: &str) -> Result<Node, Located> {
+    // libyaml-safer 0.3 panics on a block scalar that ends the input
+    // without a line break (`a: |\n  x`); one more line break changes no
+    // value and no position.
+    let text = if text.ends_with('\n') {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(format!("{text}\n"))
+    };
     let mut parser = Parser::new();
     parser.set_input(text.as_bytes());
     let mut builder = Builder::default();
-    for event in parser {
+    let mut last = Pos { line: 1, column: 1 };
+    loop {
+        // libyaml-safer 0.3 also panics ("TODO") on a tag directly followed
+        // by `,` in a flow collection (`[!Ref, x]`), which libyaml accepts:
+        // that becomes an error at the end of the last complete event.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parser.next()));
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(Located::new(
+                    last,
+                    "invalid YAML: cannot read what follows (a tag such as !Ref directly followed by ',' is not supported)",
+                ))
+            }
+        };
         let event = event.map_err(|e| {
             let pos = e.problem_mark().map_or(Pos { line: 1, column: 1 }, pos_of);
             let mut message = format!("invalid YAML: {}", e.problem());
@@ -170,6 +198,7 @@ pub(crate) fn load(text: &str) -> Result<Node, Located> {
             }
             Located::new(pos, message)
         })?;
+        last = pos_of(event.end_mark);
         builder.event(event)?;
     }
     builder
@@ -242,6 +271,7 @@ impl Builder {
                 self.push(node)
             }
             EventData::SequenceStart { anchor, tag, .. } => {
+                self.check_depth(pos)?;
                 self.stack.push(Frame::Seq {
                     pos,
                     tag,
@@ -251,6 +281,7 @@ impl Builder {
                 Ok(())
             }
             EventData::MappingStart { anchor, tag, .. } => {
+                self.check_depth(pos)?;
                 self.stack.push(Frame::Map {
                     pos,
                     tag,
@@ -283,6 +314,17 @@ impl Builder {
                 self.push(node)
             }
         }
+    }
+
+    /// Refuses one more level of nesting past [`MAX_DEPTH`].
+    fn check_depth(&self, pos: Pos) -> Result<(), Located> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(Located::new(
+                pos,
+                format!("the template nests lists and mappings more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        Ok(())
     }
 
     fn remember(&mut self, anchor: Option<String>, node: &Node) {
@@ -414,6 +456,59 @@ mod tests {
 
     fn at(node: &Node) -> (usize, usize) {
         (node.pos.line, node.pos.column)
+    }
+
+    /// Found by `fuzz/fuzz_targets/sam_template.rs`: libyaml-safer panicked
+    /// ("unexpected end of input") on a block scalar at the very end.
+    #[test]
+    fn a_block_scalar_may_end_the_input() {
+        for text in ["a: |\n  x", "a: >\n  x", "a: |-\n  x\n  y"] {
+            let root = load(text).unwrap_or_else(|e| panic!("{text:?}: {}", e.message));
+            let value = root.get("a").and_then(Node::as_str).expect("a");
+            assert!(value.starts_with('x'), "{text:?}: {value:?}");
+        }
+    }
+
+    /// Found by `fuzz/fuzz_targets/sam_template.rs`: libyaml-safer panicked
+    /// ("TODO: What is expected here?") on a tag followed by `,` in a flow
+    /// collection.
+    #[test]
+    fn a_tag_followed_by_a_comma_in_a_flow_collection_is_an_error() {
+        let err = load("a: 1\nb: [!Ref, x]\n").expect_err("refused");
+        assert_eq!((err.pos.line, err.pos.column), (2, 5));
+        assert!(
+            err.message.contains("!Ref directly followed by ','"),
+            "{}",
+            err.message
+        );
+        load("b: [!Ref a, x]\n").expect("a tag with a value is fine");
+    }
+
+    /// Found by `fuzz/fuzz_targets/sam_template.rs`: 20,000 nested `[`
+    /// took 12 s to scan; the depth is now refused early.
+    #[test]
+    fn deep_nesting_is_refused_with_its_position() {
+        let ok = format!(
+            "a: {}1{}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        load(&ok).expect("within the limit");
+        let deep = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = load(&deep).expect_err("too deep");
+        assert_eq!((err.pos.line, err.pos.column), (1, 4 + MAX_DEPTH - 1));
+        assert!(
+            err.message.contains("more than 128 levels"),
+            "{}",
+            err.message
+        );
+        let block = format!(
+            "a:\n{}",
+            (1..200)
+                .map(|i| format!("{}- \n", " ".repeat(i)))
+                .collect::<String>()
+        );
+        assert!(load(&block).is_err());
     }
 
     #[test]
