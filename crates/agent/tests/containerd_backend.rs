@@ -14,18 +14,17 @@
 //! run made (containers, volumes, network, image tags) is removed by a
 //! guard.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use esb_agent::backend::containerd::{ContainerdBackend, ContainerdConfig};
 use esb_agent::proto::{worker_event, CreateWorker, ErrorCode, WorkerState};
 use esb_agent::{Backend, BackendError};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -542,31 +541,7 @@ async fn invoke(address: &str, payload: Value) -> (u16, Value) {
         addr.to_string().starts_with("10.88."),
         "a worker address on the CNI bridge, got {addr}"
     );
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    let driver = tokio::spawn(conn);
-    let request = hyper::Request::post("/2015-03-31/functions/function/invocations")
-        .header("host", address)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(payload.to_string())))
-        .expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
-        .await
-        .expect("invoke within 30 s")
-        .expect("response");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    drop(sender);
-    driver.abort();
-    let _ = driver.await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    common::invoke(addr, payload).await
 }
 
 async fn next_event_of(

@@ -4,18 +4,17 @@
 //! 127.0.0.1). Each test uses its own node and stack labels, and a guard
 //! force-removes whatever carries them, whatever happens.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bytes::Bytes;
 use esb_agent::backend::docker::{AddressMode, DockerBackend, DockerConfig};
 use esb_agent::proto::{worker_event, CreateWorker, ErrorCode, WorkerState};
 use esb_agent::{Backend, BackendError};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -149,38 +148,15 @@ impl Drop for Scope {
     }
 }
 
-/// POSTs an invocation to a worker's RIE-compatible endpoint.
+/// POSTs an invocation to a worker's RIE-compatible endpoint; tests only
+/// contact loopback here.
 async fn invoke(address: &str, payload: Value) -> (u16, Value) {
     let addr: SocketAddr = address.parse().expect("worker address");
     assert!(
         addr.ip().is_loopback(),
         "tests only contact loopback, got {addr}"
     );
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    let driver = tokio::spawn(conn);
-    let request = hyper::Request::post("/2015-03-31/functions/function/invocations")
-        .header("host", address)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(payload.to_string())))
-        .expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
-        .await
-        .expect("invoke within 30 s")
-        .expect("response");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    drop(sender);
-    driver.abort();
-    let _ = driver.await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    common::invoke(addr, payload).await
 }
 
 #[tokio::test]

@@ -64,7 +64,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 use super::docker::label;
-use super::{health, route, Backend, BackendError};
+use super::health::{self, Readiness};
+use super::{route, Backend, BackendError};
 
 mod api;
 mod cgroups;
@@ -87,8 +88,6 @@ const EVENT_CHANNEL: usize = 256;
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// containerd ids: letters, digits, `_.-`, at most 76 characters.
 const MAX_ID_LEN: usize = 76;
-/// How often a starting task's status is checked while it is not ready.
-const STATE_CHECK_EVERY: Duration = Duration::from_millis(300);
 const LOG_TAIL_MAX_BYTES: u64 = 4096;
 const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
 const SIGTERM: u32 = 15;
@@ -885,34 +884,21 @@ impl Containerd {
     ) -> Result<(), BackendError> {
         let worker_id = spec.worker_id.as_str();
         let deadline = Instant::now() + self.config.start_timeout;
-        let mut delay = Duration::from_millis(5);
-        let mut last_state_check = Instant::now();
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(BackendError::NotReady {
-                    worker_id: worker_id.to_owned(),
-                    image: spec.image.clone(),
-                    timeout: self.config.start_timeout,
-                    logs: self.tail_log(id).await,
-                });
-            }
-            if health::is_ready(address, (deadline - now).min(Duration::from_secs(1))).await {
-                return Ok(());
-            }
-            if last_state_check.elapsed() >= STATE_CHECK_EVERY {
-                last_state_check = Instant::now();
-                if let Some(reason) = self.stopped_reason(id, worker_id, spec.memory_mb).await? {
-                    return Err(BackendError::StartFailed {
-                        worker_id: worker_id.to_owned(),
-                        image: spec.image.clone(),
-                        reason,
-                        logs: self.tail_log(id).await,
-                    });
-                }
-            }
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-            delay = (delay * 2).min(Duration::from_millis(100));
+        let stopped = || self.stopped_reason(id, worker_id, spec.memory_mb);
+        match health::wait_ready(address, deadline, stopped).await? {
+            Readiness::Ready => Ok(()),
+            Readiness::TimedOut => Err(BackendError::NotReady {
+                worker_id: worker_id.to_owned(),
+                image: spec.image.clone(),
+                timeout: self.config.start_timeout,
+                logs: self.tail_log(id).await,
+            }),
+            Readiness::Stopped(reason) => Err(BackendError::StartFailed {
+                worker_id: worker_id.to_owned(),
+                image: spec.image.clone(),
+                reason,
+                logs: self.tail_log(id).await,
+            }),
         }
     }
 

@@ -43,7 +43,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{health, Backend, BackendError};
+use super::health::{self, Readiness};
+use super::{Backend, BackendError};
 
 mod events;
 mod network;
@@ -75,8 +76,6 @@ const NANOS_PER_CPU: i64 = 1_000_000_000;
 const LOG_TAIL_LINES: &str = "40";
 const LOG_TAIL_MAX_BYTES: usize = 4096;
 const EVENT_CHANNEL: usize = 256;
-/// How often a starting container's state is checked while it is not ready.
-const STATE_CHECK_EVERY: Duration = Duration::from_millis(300);
 
 /// How the gateway (and the agent's readiness probe) reach a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -599,34 +598,21 @@ impl Inner {
             });
         };
         self.check_probe_target(address).await?;
-        let mut delay = Duration::from_millis(20);
-        let mut last_state_check = Instant::now();
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(BackendError::NotReady {
-                    worker_id: worker_id.to_owned(),
-                    image: spec.image.clone(),
-                    timeout: self.config.start_timeout,
-                    logs: self.tail_logs(id).await,
-                });
-            }
-            if health::is_ready(address, (deadline - now).min(Duration::from_secs(1))).await {
-                return Ok(address);
-            }
-            if last_state_check.elapsed() >= STATE_CHECK_EVERY {
-                last_state_check = Instant::now();
-                if let Some(reason) = self.stopped_reason(id, worker_id, spec.memory_mb).await? {
-                    return Err(BackendError::StartFailed {
-                        worker_id: worker_id.to_owned(),
-                        image: spec.image.clone(),
-                        reason,
-                        logs: self.tail_logs(id).await,
-                    });
-                }
-            }
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-            delay = (delay * 2).min(Duration::from_millis(200));
+        let stopped = || self.stopped_reason(id, worker_id, spec.memory_mb);
+        match health::wait_ready(address, deadline, stopped).await? {
+            Readiness::Ready => Ok(address),
+            Readiness::TimedOut => Err(BackendError::NotReady {
+                worker_id: worker_id.to_owned(),
+                image: spec.image.clone(),
+                timeout: self.config.start_timeout,
+                logs: self.tail_logs(id).await,
+            }),
+            Readiness::Stopped(reason) => Err(BackendError::StartFailed {
+                worker_id: worker_id.to_owned(),
+                image: spec.image.clone(),
+                reason,
+                logs: self.tail_logs(id).await,
+            }),
         }
     }
 

@@ -23,24 +23,52 @@ pub async fn is_ready(addr: SocketAddr, timeout: Duration) -> bool {
     )
 }
 
-/// Polls [`is_ready`] until it is true or `deadline` passes; `false` on
-/// timeout. Polls every 20 ms at first, backing off to 200 ms.
-pub async fn wait_ready(addr: SocketAddr, deadline: tokio::time::Instant) -> bool {
-    let mut delay = Duration::from_millis(20);
+/// How a worker's start ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// `GET /health` answered 200.
+    Ready,
+    /// The worker stopped before it was ready, for this reason.
+    Stopped(String),
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// How often a start that is not ready yet asks whether the worker stopped.
+const STATE_CHECK_EVERY: Duration = Duration::from_millis(300);
+
+/// Polls [`is_ready`] until 200 or `deadline` (every 5 ms at first, backing
+/// off to 100 ms). Every 300 ms it asks `stopped` whether the worker already
+/// stopped, and why, so a start that crashes fails at once rather than at the
+/// deadline.
+pub async fn wait_ready<F, Fut, E>(
+    addr: SocketAddr,
+    deadline: tokio::time::Instant,
+    mut stopped: F,
+) -> Result<Readiness, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, E>>,
+{
+    use tokio::time::Instant;
+    let mut delay = Duration::from_millis(5);
+    let mut last_state_check = Instant::now();
     loop {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if now >= deadline {
-            return false;
+            return Ok(Readiness::TimedOut);
         }
-        let left = deadline - now;
-        if is_ready(addr, left.min(Duration::from_secs(2))).await {
-            return true;
+        if is_ready(addr, (deadline - now).min(Duration::from_secs(1))).await {
+            return Ok(Readiness::Ready);
         }
-        tokio::time::sleep(
-            delay.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
-        )
-        .await;
-        delay = (delay * 2).min(Duration::from_millis(200));
+        if last_state_check.elapsed() >= STATE_CHECK_EVERY {
+            last_state_check = Instant::now();
+            if let Some(reason) = stopped().await? {
+                return Ok(Readiness::Stopped(reason));
+            }
+        }
+        tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
     }
 }
 
@@ -99,8 +127,22 @@ mod tests {
         assert!(is_ready(ok, Duration::from_secs(2)).await);
         let starting = serve_once("HTTP/1.1 503 Service Unavailable").await;
         assert!(!is_ready(starting, Duration::from_secs(2)).await);
+        let running = || async { Ok::<_, ()>(None) };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-        assert!(!wait_ready(starting, deadline).await);
+        assert_eq!(
+            wait_ready(starting, deadline, running).await,
+            Ok(Readiness::TimedOut)
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            wait_ready(ok, deadline, running).await,
+            Ok(Readiness::Ready)
+        );
+        let crashed = || async { Ok::<_, ()>(Some("exit status 1".to_owned())) };
+        assert_eq!(
+            wait_ready(starting, deadline, crashed).await,
+            Ok(Readiness::Stopped("exit status 1".to_owned()))
+        );
     }
 
     #[tokio::test]
