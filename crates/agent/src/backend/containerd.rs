@@ -64,7 +64,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 use super::docker::label;
-use super::health::{self, Readiness};
+use super::health;
 use super::{route, Backend, BackendError};
 
 mod api;
@@ -885,21 +885,15 @@ impl Containerd {
         let worker_id = spec.worker_id.as_str();
         let deadline = Instant::now() + self.config.start_timeout;
         let stopped = || self.stopped_reason(id, worker_id, spec.memory_mb);
-        match health::wait_ready(address, deadline, stopped).await? {
-            Readiness::Ready => Ok(()),
-            Readiness::TimedOut => Err(BackendError::NotReady {
-                worker_id: worker_id.to_owned(),
-                image: spec.image.clone(),
-                timeout: self.config.start_timeout,
-                logs: self.tail_log(id).await,
-            }),
-            Readiness::Stopped(reason) => Err(BackendError::StartFailed {
-                worker_id: worker_id.to_owned(),
-                image: spec.image.clone(),
-                reason,
-                logs: self.tail_log(id).await,
-            }),
-        }
+        let readiness = health::wait_ready(address, deadline, stopped).await?;
+        super::started(
+            readiness,
+            spec,
+            self.config.start_timeout,
+            self.tail_log(id),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Why the task is no longer running, or `None` while it runs.

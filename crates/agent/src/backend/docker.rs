@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::health::{self, Readiness};
+use super::health;
 use super::{Backend, BackendError};
 
 mod events;
@@ -599,21 +599,15 @@ impl Inner {
         };
         self.check_probe_target(address).await?;
         let stopped = || self.stopped_reason(id, worker_id, spec.memory_mb);
-        match health::wait_ready(address, deadline, stopped).await? {
-            Readiness::Ready => Ok(address),
-            Readiness::TimedOut => Err(BackendError::NotReady {
-                worker_id: worker_id.to_owned(),
-                image: spec.image.clone(),
-                timeout: self.config.start_timeout,
-                logs: self.tail_logs(id).await,
-            }),
-            Readiness::Stopped(reason) => Err(BackendError::StartFailed {
-                worker_id: worker_id.to_owned(),
-                image: spec.image.clone(),
-                reason,
-                logs: self.tail_logs(id).await,
-            }),
-        }
+        let readiness = health::wait_ready(address, deadline, stopped).await?;
+        super::started(
+            readiness,
+            spec,
+            self.config.start_timeout,
+            self.tail_logs(id),
+        )
+        .await?;
+        Ok(address)
     }
 
     /// Why the container is no longer running, or `None` while it runs.

@@ -292,6 +292,33 @@ impl BackendError {
     }
 }
 
+/// A start's outcome as the backends report it: `Ok` once ready, else
+/// `NotReady` or `StartFailed` with the worker's last log lines.
+pub(crate) async fn started(
+    readiness: health::Readiness,
+    spec: &CreateWorker,
+    timeout: Duration,
+    logs: impl Future<Output = String>,
+) -> Result<(), BackendError> {
+    let worker_id = spec.worker_id.clone();
+    let image = spec.image.clone();
+    match readiness {
+        health::Readiness::Ready => Ok(()),
+        health::Readiness::TimedOut => Err(BackendError::NotReady {
+            worker_id,
+            image,
+            timeout,
+            logs: logs.await,
+        }),
+        health::Readiness::Stopped(reason) => Err(BackendError::StartFailed {
+            worker_id,
+            image,
+            reason,
+            logs: logs.await,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
