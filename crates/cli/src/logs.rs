@@ -58,15 +58,83 @@ pub fn logs(
                     if functions.is_empty() { "none built".to_owned() } else { functions.join(", ") }
                 )));
             }
-            if compose.mode == Mode::Containerd {
-                return Err(CliError::Unavailable(format!(
-                    "a function's own logs are read from its Docker containers, and box {} runs in containerd mode: see `esb logs agent`, or VictoriaLogs when it runs",
-                    project.name
-                )));
+            match compose.mode {
+                Mode::Containerd => {
+                    node_function_logs(&compose, &docker, function, follow, tail_arg.as_deref())
+                }
+                _ => function_logs(&docker, project, function, follow, tail_arg.as_deref()),
             }
-            function_logs(&docker, project, function, follow, tail_arg.as_deref())
         }
     }
+}
+
+/// Where runtime-node keeps each worker's output (the agent's
+/// `ESB_NODE_STATE_DIR`, see compose/containerd/worker.yml):
+/// `<dir>/<container id>/log`.
+const NODE_WORKERS_DIR: &str = "/var/lib/esb-node/workers";
+
+/// Prints the logs of the workers the filter `$FILTER` selects in
+/// runtime-node's containerd, the last `$LINES` lines of each; with
+/// `FOLLOW=1` keeps following them and the workers started later.
+const NODE_LOGS_SCRIPT: &str = r#"
+seen=" "
+while :; do
+  for id in $(ctr -n esb containers ls -q "$FILTER"); do
+    case "$seen" in *" $id "*) continue ;; esac
+    seen="$seen$id "
+    if [ "$FOLLOW" = 1 ]; then
+      tail -n "$LINES" -F "$DIR/$id/log" 2>/dev/null &
+    else
+      tail -n "$LINES" "$DIR/$id/log" 2>/dev/null
+    fi
+  done
+  if [ "$seen" = " " ] && [ "$FOLLOW" != 1 ]; then
+    echo "$FUNCTION has no workers right now: its logs appear while it has workers (invoke it)" >&2
+  fi
+  [ "$FOLLOW" = 1 ] || exit 0
+  sleep 1
+done
+"#;
+
+/// A function's output in containerd mode: its workers are containerd tasks
+/// in runtime-node, each writing to a log file there, read through
+/// `docker compose exec`. Following needs a terminal: a process started by
+/// `exec` outlives a client that goes away, but Ctrl-C on a terminal stops it.
+fn node_function_logs(
+    compose: &Compose,
+    docker: &Docker,
+    function: &str,
+    follow: bool,
+    tail: Option<&str>,
+) -> Result<()> {
+    use std::io::IsTerminal as _;
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if follow && !tty {
+        return Err(CliError::Usage(
+            "`esb logs -f FUNCTION` in containerd mode needs a terminal (Ctrl-C ends it); without one, leave out -f"
+                .to_owned(),
+        ));
+    }
+    let filter = format!(
+        "labels.\"{LABEL_STACK}\"==\"{}\",labels.\"{LABEL_FUNCTION}\"==\"{function}\"",
+        compose.project.name
+    );
+    let env = [
+        format!("FILTER={filter}"),
+        format!("LINES={}", tail.unwrap_or("+1")),
+        format!("FOLLOW={}", u8::from(follow)),
+        format!("DIR={NODE_WORKERS_DIR}"),
+        format!("FUNCTION={function}"),
+    ];
+    let mut args = vec!["exec"];
+    if !tty {
+        args.push("-T");
+    }
+    for e in &env {
+        args.extend(["-e", e]);
+    }
+    args.extend(["runtime-node", "sh", "-c", NODE_LOGS_SCRIPT]);
+    compose.run(docker, &args)
 }
 
 /// The output of a function's workers, oldest container first; with

@@ -241,20 +241,19 @@ out["rules"] = s3.get_bucket_lifecycle_configuration(Bucket="{bucket}")["Rules"]
     // esb invoke and esb logs.
     let out = app.esb_ok(&["invoke", "HelloFunction", "--payload", r#"{"name": "cli"}"#]);
     assert!(out.contains("Hello, cli!"), "{out}");
-    if mode == Mode::Docker {
-        // Containerd mode: `esb logs FUNCTION` reads Docker workers (it says so).
-        let logs = app.esb_ok(&["logs", "HelloFunction"]);
-        for needle in [
-            "START RequestId:",
-            "END RequestId:",
-            "REPORT RequestId:",
-            "saying hello to cli",
-        ] {
-            assert!(
-                logs.contains(needle),
-                "`esb logs HelloFunction` lacks {needle:?}:\n{logs}"
-            );
-        }
+    // Docker workers' logs, or in containerd mode the tasks' log files.
+    let logs = app.esb_ok(&["logs", "HelloFunction"]);
+    for needle in [
+        "START RequestId:",
+        "END RequestId:",
+        "REPORT RequestId:",
+        "saying hello to cli",
+    ] {
+        assert!(
+            logs.contains(needle),
+            "`esb logs HelloFunction` ({}) lacks {needle:?}:\n{logs}",
+            mode.as_str()
+        );
     }
     let status: Value =
         serde_json::from_str(&app.esb_ok(&["status", "--json"])).expect("status json");
