@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use api::containers::container::Runtime;
@@ -65,6 +65,7 @@ use tonic::{Code, Request};
 
 use super::docker::label;
 use super::health;
+use super::marks::{MarkTable, Marks, StartingMark};
 use super::{route, Backend, BackendError};
 
 mod api;
@@ -191,19 +192,7 @@ pub(crate) struct Containerd {
     images: image::ImageCache,
     host_millicpus: u64,
     events: broadcast::Sender<WorkerEvent>,
-    marks: Mutex<Marks>,
-}
-
-/// What the backend is doing with its workers, by worker id. One lock,
-/// never held across an await.
-#[derive(Default)]
-struct Marks {
-    /// Being created: the create call owns failures.
-    starting: HashSet<String>,
-    /// Being removed by the backend: their exits are not reported.
-    removing: HashSet<String>,
-    /// OOM kills seen by the event watcher.
-    oom_kills: HashMap<String, u32>,
+    marks: MarkTable,
 }
 
 /// A container of this node, as listed.
@@ -296,7 +285,7 @@ impl ContainerdBackend {
             images: image::ImageCache::default(),
             host_millicpus,
             events,
-            marks: Mutex::new(Marks::default()),
+            marks: MarkTable::default(),
         });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -410,7 +399,7 @@ impl Backend for ContainerdBackend {
 
 impl Containerd {
     fn marks(&self) -> MutexGuard<'_, Marks> {
-        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
+        self.marks.lock()
     }
 
     /// A unary request in the backend's namespace, bounded in time.
@@ -630,7 +619,7 @@ impl Containerd {
 
     async fn create(&self, spec: CreateWorker) -> Result<Worker, BackendError> {
         let worker_id = spec.worker_id.clone();
-        let _starting = StartingMark::new(self, &worker_id)?;
+        let _starting = StartingMark::new(&self.marks, &worker_id)?;
         let resolved = self
             .resolve_image(&spec.image)
             .await
@@ -1242,32 +1231,6 @@ impl Made {
             task: true,
             network: true,
         }
-    }
-}
-
-/// Marks a worker as starting for the lifetime of a create call.
-struct StartingMark<'a> {
-    inner: &'a Containerd,
-    worker_id: String,
-}
-
-impl<'a> StartingMark<'a> {
-    fn new(inner: &'a Containerd, worker_id: &str) -> Result<Self, BackendError> {
-        if !inner.marks().starting.insert(worker_id.to_owned()) {
-            return Err(BackendError::AlreadyExists {
-                worker_id: worker_id.to_owned(),
-            });
-        }
-        Ok(Self {
-            inner,
-            worker_id: worker_id.to_owned(),
-        })
-    }
-}
-
-impl Drop for StartingMark<'_> {
-    fn drop(&mut self) {
-        self.inner.marks().starting.remove(&self.worker_id);
     }
 }
 

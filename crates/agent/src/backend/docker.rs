@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bollard::errors::Error as DockerError;
@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::health;
+use super::marks::{MarkTable, Marks, StartingMark};
 use super::{Backend, BackendError};
 
 mod events;
@@ -167,20 +168,7 @@ struct Inner {
     config: DockerConfig,
     host_nano_cpus: i64,
     events: broadcast::Sender<WorkerEvent>,
-    marks: Mutex<Marks>,
-}
-
-/// What the backend is doing with its containers, by worker id. One lock,
-/// never held across an await.
-#[derive(Default)]
-struct Marks {
-    /// Being created: the create call owns failures (their `die` events are
-    /// not reported, their logs are captured first).
-    starting: HashSet<String>,
-    /// Being removed by the backend: their `die` events are not reported.
-    removing: HashSet<String>,
-    /// OOM kills seen by the event watcher.
-    oom_kills: HashMap<String, u32>,
+    marks: MarkTable,
 }
 
 impl DockerBackend {
@@ -216,7 +204,7 @@ impl DockerBackend {
             config,
             host_nano_cpus,
             events,
-            marks: Mutex::new(Marks::default()),
+            marks: MarkTable::default(),
         });
         inner.reap_stopped().await?;
         let stop = CancellationToken::new();
@@ -321,7 +309,7 @@ impl Backend for DockerBackend {
 
 impl Inner {
     fn marks(&self) -> MutexGuard<'_, Marks> {
-        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
+        self.marks.lock()
     }
 
     fn worker_error(
@@ -469,7 +457,7 @@ impl Inner {
     async fn create(&self, spec: CreateWorker) -> Result<Worker, BackendError> {
         let worker_id = spec.worker_id.clone();
         self.ensure_image(&spec).await?;
-        let _starting = StartingMark::new(self, &worker_id)?;
+        let _starting = StartingMark::new(&self.marks, &worker_id)?;
         let name = spec::container_name(&self.config.stack, &spec.function, &worker_id);
         let body = spec::container_body(&self.config, self.host_nano_cpus, &spec);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
@@ -785,32 +773,6 @@ impl Inner {
             .collect();
         tracing::info!(workers = adopted.len(), "adopted workers");
         Ok(adopted)
-    }
-}
-
-/// Marks a worker as starting for the lifetime of a create call.
-struct StartingMark<'a> {
-    inner: &'a Inner,
-    worker_id: String,
-}
-
-impl<'a> StartingMark<'a> {
-    fn new(inner: &'a Inner, worker_id: &str) -> Result<Self, BackendError> {
-        if !inner.marks().starting.insert(worker_id.to_owned()) {
-            return Err(BackendError::AlreadyExists {
-                worker_id: worker_id.to_owned(),
-            });
-        }
-        Ok(Self {
-            inner,
-            worker_id: worker_id.to_owned(),
-        })
-    }
-}
-
-impl Drop for StartingMark<'_> {
-    fn drop(&mut self) {
-        self.inner.marks().starting.remove(&self.worker_id);
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod containerd;
 pub mod docker;
 pub mod health;
+mod marks;
 mod route;
 
 use std::collections::BTreeMap;
