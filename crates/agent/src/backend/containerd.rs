@@ -90,6 +90,8 @@ const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/S
 /// containerd ids: letters, digits, `_.-`, at most 76 characters.
 const MAX_ID_LEN: usize = 76;
 const LOG_TAIL_MAX_BYTES: u64 = 4096;
+/// How long an empty worker log is read again, for output still being copied.
+const LOG_SETTLE: Duration = Duration::from_secs(1);
 const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
@@ -927,7 +929,7 @@ impl Containerd {
     async fn tail_log(&self, id: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let path = self.worker_dir(id).join("log");
-        let read = async {
+        let read = || async {
             let mut file = tokio::fs::File::open(&path).await.ok()?;
             let len = file.metadata().await.ok()?.len();
             let start = len.saturating_sub(LOG_TAIL_MAX_BYTES);
@@ -941,7 +943,17 @@ impl Containerd {
                 _ => text,
             })
         };
-        read.await.unwrap_or_default().trim_end().to_owned()
+        // The shim copies a task's output to the file after the process
+        // has gone (its exit can be seen first): a start failure's log lands
+        // within moments, so an empty one is read again for up to a second.
+        let deadline = Instant::now() + LOG_SETTLE;
+        loop {
+            let text = read().await.unwrap_or_default().trim_end().to_owned();
+            if !text.is_empty() || Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn labels(&self, spec: &CreateWorker) -> HashMap<String, String> {
