@@ -706,8 +706,11 @@ async fn inside_an_exit_is_reported_and_the_worker_removed() {
         matches!(kind, Some(worker_event::Kind::Exited(ref e)) if e.exit_code == 137),
         "{kind:?}"
     );
+    // The backend removes the container, then its snapshot.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !scope.containers().is_empty() && Instant::now() < deadline {
+    while !(scope.containers().is_empty() && scope.snapshots().is_empty())
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     scope.assert_nothing_left();
