@@ -501,21 +501,10 @@ impl Scope {
             .collect()
     }
 
-    /// Nothing of this scope is left: containers, snapshots, leases, files.
-    fn assert_nothing_left(&self) {
-        assert!(
-            self.containers().is_empty(),
-            "containers: {:?}",
-            self.containers()
-        );
-        assert!(
-            self.snapshots().is_empty(),
-            "snapshots: {:?}",
-            self.snapshots()
-        );
-        assert!(self.leases().is_empty(), "leases: {:?}", self.leases());
+    /// What is left of this scope: containers, snapshots, leases, files.
+    fn leftovers(&self) -> Vec<String> {
         let prefix = format!("esb-{}-", self.stack);
-        let files: Vec<String> = std::fs::read_dir(Path::new(STATE_DIR).join("workers"))
+        let files = std::fs::read_dir(Path::new(STATE_DIR).join("workers"))
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -523,7 +512,33 @@ impl Scope {
                     .collect()
             })
             .unwrap_or_default();
-        assert!(files.is_empty(), "worker files: {files:?}");
+        [
+            ("container", self.containers()),
+            ("snapshot", self.snapshots()),
+            ("lease", self.leases()),
+            ("worker files", files),
+        ]
+        .into_iter()
+        .flat_map(|(kind, names)| names.into_iter().map(move |n| format!("{kind} {n}")))
+        .collect()
+    }
+
+    /// Nothing of this scope is left, right now (after a removal the
+    /// backend finished before answering).
+    fn assert_nothing_left(&self) {
+        let left = self.leftovers();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// Nothing of this scope is left within 20 s (after a removal the
+    /// backend does on its own, e.g. of an exited worker: its parts go one
+    /// after the other, after the exit event).
+    async fn wait_until_nothing_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.leftovers().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.assert_nothing_left();
     }
 }
 
@@ -706,14 +721,7 @@ async fn inside_an_exit_is_reported_and_the_worker_removed() {
         matches!(kind, Some(worker_event::Kind::Exited(ref e)) if e.exit_code == 137),
         "{kind:?}"
     );
-    // The backend removes the container, then its snapshot.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(scope.containers().is_empty() && scope.snapshots().is_empty())
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    scope.assert_nothing_left();
+    scope.wait_until_nothing_left().await;
     backend.close().await;
 }
 

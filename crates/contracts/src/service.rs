@@ -8,6 +8,14 @@ use tokio_util::sync::CancellationToken;
 /// `EX_USAGE`).
 pub const EXIT_BAD_CONFIG: u8 = 64;
 
+/// Set (to anything) in a worker's environment, the runtime shim sends its
+/// own stderr to stdout before anything else, so a start failure's message
+/// reaches a log that keeps only one stream intact. The containerd backend
+/// sets it: containerd 1.6's shim writes both streams to one `file://` log
+/// and closes that file when stdout ends, dropping what stderr still had to
+/// copy when the process exits.
+pub const STDERR_TO_STDOUT_ENV: &str = "ESB_STDERR_TO_STDOUT";
+
 /// `ESB_LOG_FORMAT`: `text` for people, `json` inside containers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

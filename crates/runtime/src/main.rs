@@ -1,12 +1,20 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use esb_contracts::service::{cancel_on_signal, init_tracing, EXIT_BAD_CONFIG};
+use esb_contracts::service::{
+    cancel_on_signal, init_tracing, EXIT_BAD_CONFIG, STDERR_TO_STDOUT_ENV,
+};
 use esb_runtime::config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // First, so even an argument error printed by clap goes to stdout.
+    if std::env::var_os(STDERR_TO_STDOUT_ENV).is_some() {
+        if let Err(e) = nix::unistd::dup2(1, 2) {
+            println!("esb-runtime: cannot send stderr to stdout: {e}");
+        }
+    }
     let config = Config::parse();
     init_tracing(config.log_format);
     let invoke_addr = config.invoke_addr;

@@ -91,7 +91,6 @@ const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/S
 const MAX_ID_LEN: usize = 76;
 const LOG_TAIL_MAX_BYTES: u64 = 4096;
 /// How long an empty worker log is read again, for output still being copied.
-const LOG_SETTLE: Duration = Duration::from_secs(1);
 const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
@@ -877,6 +876,13 @@ impl Containerd {
         let deadline = Instant::now() + self.config.start_timeout;
         let stopped = || self.stopped_reason(id, worker_id, spec.memory_mb);
         let readiness = health::wait_ready(address, deadline, stopped).await?;
+        if matches!(readiness, health::Readiness::Stopped(_)) {
+            // The shim finishes copying a stopped task's output to the log
+            // file when the task is deleted (it drains the pipes first).
+            if let Err(e) = self.delete_task(id, worker_id).await {
+                tracing::warn!(worker = %worker_id, error = %crate::connection::Chain(&e), "cannot delete a stopped task");
+            }
+        }
         super::started(
             readiness,
             spec,
@@ -929,7 +935,7 @@ impl Containerd {
     async fn tail_log(&self, id: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let path = self.worker_dir(id).join("log");
-        let read = || async {
+        let text = async {
             let mut file = tokio::fs::File::open(&path).await.ok()?;
             let len = file.metadata().await.ok()?.len();
             let start = len.saturating_sub(LOG_TAIL_MAX_BYTES);
@@ -943,17 +949,7 @@ impl Containerd {
                 _ => text,
             })
         };
-        // The shim copies a task's output to the file after the process
-        // has gone (its exit can be seen first): a start failure's log lands
-        // within moments, so an empty one is read again for up to a second.
-        let deadline = Instant::now() + LOG_SETTLE;
-        loop {
-            let text = read().await.unwrap_or_default().trim_end().to_owned();
-            if !text.is_empty() || Instant::now() >= deadline {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        text.await.unwrap_or_default().trim_end().to_owned()
     }
 
     fn labels(&self, spec: &CreateWorker) -> HashMap<String, String> {
@@ -1002,15 +998,7 @@ impl Containerd {
         };
         if made.task {
             self.stop_task(id, worker_id).await?;
-            gone(
-                self.tasks_client()
-                    .delete(self.request(DeleteTaskRequest {
-                        container_id: id.to_owned(),
-                    }))
-                    .await
-                    .map(|_| ()),
-            )
-            .map_err(ctd("delete task"))?;
+            self.delete_task(id, worker_id).await?;
         }
         if made.network {
             // The namespace is gone with the task: host-local releases the
@@ -1057,6 +1045,25 @@ impl Containerd {
             }
         }
         Ok(())
+    }
+
+    /// Deletes a stopped task; the shim drains its output to the log file
+    /// first. A task already gone counts as deleted.
+    async fn delete_task(&self, id: &str, worker_id: &str) -> Result<(), BackendError> {
+        match self
+            .tasks_client()
+            .delete(self.request(DeleteTaskRequest {
+                container_id: id.to_owned(),
+            }))
+            .await
+        {
+            Err(s) if s.code() != Code::NotFound => Err(BackendError::Containerd {
+                operation: "delete task",
+                worker_id: worker_id.to_owned(),
+                source: s,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Stops the task if it runs: thawed if paused, SIGTERM, SIGKILL to

@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use esb_contracts::agent::CreateWorker;
+use esb_contracts::service::STDERR_TO_STDOUT_ENV;
 use serde_json::{json, Value};
 
 use super::image::ImageConfig;
+
 use crate::backend::worker_env as lambda_env;
 
 /// Lambda: 1769 MB of memory = 1 vCPU.
@@ -110,7 +112,8 @@ fn args(image: &ImageConfig, spec: &CreateWorker) -> Vec<String> {
 }
 
 /// The image's environment overlaid with the worker's (the gateway's and
-/// the Lambda variables, as in Docker mode).
+/// the Lambda variables, as in Docker mode), and the shim asked for one
+/// output stream (see `STDERR_TO_STDOUT_ENV`).
 fn env(image: &ImageConfig, spec: &CreateWorker) -> Vec<String> {
     let mut env: BTreeMap<String, String> = image
         .env
@@ -123,6 +126,7 @@ fn env(image: &ImageConfig, spec: &CreateWorker) -> Vec<String> {
             env.insert(k.to_owned(), v.to_owned());
         }
     }
+    env.insert(STDERR_TO_STDOUT_ENV.to_owned(), "1".to_owned());
     env.entry("PATH".to_owned()).or_insert_with(|| {
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()
     });
@@ -250,6 +254,7 @@ mod tests {
             "the gateway's value wins: {env:?}"
         );
         assert!(env.contains(&"LAMBDA_TASK_ROOT=/var/task"), "{env:?}");
+        assert!(env.contains(&"ESB_STDERR_TO_STDOUT=1"), "{env:?}");
         assert!(
             env.contains(&"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256"),
             "{env:?}"
