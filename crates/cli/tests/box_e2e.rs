@@ -10,23 +10,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{boto3, copy_dir, docker_lines, eventually, login, App, ESB};
+use common::{boto3, copy_dir, docker_lines, eventually, login, App, Mode, ESB};
 use serde_json::{json, Value};
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Docker,
-    Containerd,
-}
-
-impl Mode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Docker => "docker",
-            Mode::Containerd => "containerd",
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_app_runs_as_a_box() {

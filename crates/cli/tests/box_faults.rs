@@ -1,9 +1,9 @@
 //! Surviving faults on a real box (`esb build` + `esb up --wait` of
-//! `fixtures/faults-app` on Docker Compose): functions that crash, hang past
-//! their timeout or exceed their memory; storage and database outages; the
-//! gateway killed with SIGKILL while asynchronous invocations are queued and
-//! requests are in flight; the agent killed while an invocation runs.
-//! Every wait is bounded.
+//! `fixtures/faults-app` on Docker Compose, in docker and in containerd
+//! mode): functions that crash, hang past their timeout or exceed their
+//! memory; storage and database outages; the gateway killed with SIGKILL
+//! while asynchronous invocations are queued and requests are in flight;
+//! the agent killed while an invocation runs. Every wait is bounded.
 
 mod common;
 
@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{boto3, docker_lines, eventually, login, App};
+use common::{boto3, docker_lines, eventually, login, App, Mode};
 use serde_json::{json, Value};
 
 /// A running box of the fixture app and a client for it.
 struct FaultBox {
+    mode: Mode,
     app: App,
     info: Value,
     client: reqwest::Client,
@@ -26,16 +27,16 @@ struct FaultBox {
 }
 
 impl FaultBox {
-    /// Up with idle workers reaped after `idle_seconds`.
-    async fn up(tag: &str, idle_seconds: u32) -> FaultBox {
+    /// Up in `mode` with idle workers reaped after `idle_seconds`.
+    async fn up(mode: Mode, tag: &str, idle_seconds: u32) -> FaultBox {
         let mut app = App::from_dir(
             &esb_testkit::workspace_root().join("crates/cli/tests/fixtures/faults-app"),
             tag,
         );
         app.env
             .push(("ESB_IDLE_TIMEOUT_SECONDS".into(), idle_seconds.to_string()));
-        app.esb_ok(&["build"]);
-        app.esb_ok(&["up", "--wait"]);
+        app.esb_ok(&["build", "--mode", mode.as_str()]);
+        app.esb_ok(&["up", "--mode", mode.as_str(), "--wait"]);
         let info: Value =
             serde_json::from_str(&app.esb_ok(&["info", "--json"])).expect("info json");
         let ca = std::fs::read(info["ca_cert"].as_str().expect("ca")).expect("read ca");
@@ -50,6 +51,7 @@ impl FaultBox {
             .to_owned();
         let token = login(&client, &gateway, &info["credentials"]).await;
         FaultBox {
+            mode,
             app,
             info,
             client,
@@ -122,20 +124,72 @@ impl FaultBox {
             .unwrap_or(Value::Null)
     }
 
-    /// Running worker containers of the box (of one function, or all).
+    /// Running workers of the box (of one function, or all): the agent's
+    /// labelled containers in docker mode, containerd's containers of the
+    /// stack with a running task in containerd mode.
     fn workers(&self, function: Option<&str>) -> BTreeSet<String> {
-        let mut args = vec![
-            "ps".to_owned(),
-            "-q".into(),
-            "--no-trunc".into(),
-            "--filter".into(),
-            format!("label=esb.stack={}", self.app.project),
-        ];
-        if let Some(f) = function {
-            args.extend(["--filter".into(), format!("label=esb.function={f}")]);
+        match self.mode {
+            Mode::Docker => {
+                let mut args = vec![
+                    "ps".to_owned(),
+                    "-q".into(),
+                    "--no-trunc".into(),
+                    "--filter".into(),
+                    format!("label=esb.stack={}", self.app.project),
+                ];
+                if let Some(f) = function {
+                    args.extend(["--filter".into(), format!("label=esb.function={f}")]);
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                docker_lines(&args).into_iter().collect()
+            }
+            Mode::Containerd => {
+                let running: BTreeSet<String> = self
+                    .ctr(&["tasks", "ls"])
+                    .iter()
+                    .skip(1)
+                    .filter_map(|line| {
+                        let mut fields = line.split_whitespace();
+                        let id = fields.next()?;
+                        (fields.nth(1)? == "RUNNING").then(|| id.to_owned())
+                    })
+                    .collect();
+                self.containerd_workers(function)
+                    .into_iter()
+                    .filter(|id| running.contains(id))
+                    .collect()
+            }
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        docker_lines(&args).into_iter().collect()
+    }
+
+    /// Every worker container of the box, whatever its state.
+    fn all_workers(&self) -> Vec<String> {
+        match self.mode {
+            Mode::Docker => docker_lines(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=esb.stack={}", self.app.project),
+            ]),
+            Mode::Containerd => self.containerd_workers(None),
+        }
+    }
+
+    /// containerd's containers of the stack (of one function, or all).
+    fn containerd_workers(&self, function: Option<&str>) -> Vec<String> {
+        let mut filter = format!(r#"labels."esb.stack"=={}"#, self.app.project);
+        if let Some(f) = function {
+            filter.push_str(&format!(r#",labels."esb.function"=={f}"#));
+        }
+        self.ctr(&["containers", "ls", "-q", &filter])
+    }
+
+    /// `ctr` in the box's namespace on runtime-node.
+    fn ctr(&self, args: &[&str]) -> Vec<String> {
+        let node = self.service("runtime-node");
+        let mut all = vec!["exec", node.as_str(), "ctr", "-n", "esb"];
+        all.extend_from_slice(args);
+        docker_lines(&all)
     }
 
     /// The container of one of the box's Compose services.
@@ -230,9 +284,8 @@ for _ in range({count}):
     /// No worker container left once idle workers are reaped (also none
     /// stopped and not removed).
     async fn no_worker_left(&self) {
-        let label = format!("label=esb.stack={}", self.app.project);
         eventually("every worker reaped", Duration::from_secs(60), || {
-            let left = docker_lines(&["ps", "-aq", "--filter", &label]);
+            let left = self.all_workers();
             async move {
                 if left.is_empty() {
                     Ok(())
@@ -331,7 +384,26 @@ fn assert_function_error(invoked: &Invoked, error_type: &str, message: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn function_faults_and_outages_stay_contained() {
-    let b = &FaultBox::up("faults", 30).await;
+    function_faults_and_outages(Mode::Docker, "faults").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_faults_and_outages_stay_contained_in_containerd_mode() {
+    function_faults_and_outages(Mode::Containerd, "ctdfaults").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_and_agent_crashes_lose_nothing() {
+    gateway_and_agent_crashes(Mode::Docker, "restarts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_and_agent_crashes_lose_nothing_in_containerd_mode() {
+    gateway_and_agent_crashes(Mode::Containerd, "ctdrestarts").await;
+}
+
+async fn function_faults_and_outages(mode: Mode, tag: &str) {
+    let b = &FaultBox::up(mode, tag, 30).await;
     let (stop, neighbour_task) = neighbour(b);
 
     // A crash (os._exit): Lambda's Runtime.ExitError, 502 on a route, and
@@ -549,11 +621,10 @@ async fn function_faults_and_outages_stay_contained() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_and_agent_crashes_lose_nothing() {
+async fn gateway_and_agent_crashes(mode: Mode, tag: &str) {
     // Idle workers go soon, so "none leaked" is seen, but not before an
     // adopted one can show it serves.
-    let mut b = FaultBox::up("restarts", 10).await;
+    let mut b = FaultBox::up(mode, tag, 10).await;
     assert_eq!(b.get("/steady").await.0, 200);
 
     // Five Event invocations of a function limited to one worker, each

@@ -13,6 +13,22 @@ use serde_json::{json, Value};
 
 pub const ESB: &str = env!("CARGO_BIN_EXE_esb");
 
+/// The box's runtime mode (`esb up --mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Docker,
+    Containerd,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Docker => "docker",
+            Mode::Containerd => "containerd",
+        }
+    }
+}
+
 /// A copy of a SAM app in a temp dir, and the box's project name.
 pub struct App {
     pub dir: PathBuf,
