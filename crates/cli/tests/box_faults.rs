@@ -817,5 +817,53 @@ async fn gateway_and_agent_crashes(mode: Mode, tag: &str) {
     assert_eq!(b.workers(Some("SteadyFunction")), steady, "none leaked");
     b.wait_healthy("agent").await;
     assert_eq!(b.pool("SteadyFunction").await["breaker"], "closed");
+    if mode == Mode::Containerd {
+        containerd_dies(&b, &steady).await;
+    }
     b.no_worker_left().await;
+}
+
+/// containerd itself killed on runtime-node (its supervisor starts it again
+/// a second later): the running worker keeps serving (its shim outlives the
+/// daemon, the gateway calls it directly), and the agent reconnects and
+/// destroys and creates workers through the new daemon.
+async fn containerd_dies(b: &FaultBox, steady: &BTreeSet<String>) {
+    let node = b.service("runtime-node");
+    let killed = docker_lines(&[
+        "exec",
+        &node,
+        "bash",
+        "-c",
+        r#"for p in /proc/[0-9]*; do [[ $(cat "$p/comm" 2>/dev/null) == containerd ]] && kill -9 "${p#/proc/}" && echo "${p#/proc/}"; done; true"#,
+    ]);
+    assert_eq!(killed.len(), 1, "one containerd killed: {killed:?}");
+    let (status, body) = b.get("/steady").await;
+    assert_eq!(status, 200, "{body}");
+    eventually("containerd back", Duration::from_secs(30), || {
+        let up = Command::new("docker")
+            .args(["exec", &node, "ctr", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        async move {
+            if up {
+                Ok(())
+            } else {
+                Err("ctr version fails".to_owned())
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        b.workers(Some("SteadyFunction")),
+        *steady,
+        "the worker lives on"
+    );
+    // Reaped when idle (destroyed through the new daemon)...
+    b.no_worker_left().await;
+    // ...and a new worker made through it.
+    let (status, host) = b.get("/steady").await;
+    assert_eq!(status, 200, "{host}");
+    let fresh = b.workers(Some("SteadyFunction"));
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert!(fresh.is_disjoint(steady), "{fresh:?} {steady:?}");
 }
