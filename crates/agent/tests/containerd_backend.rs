@@ -48,6 +48,17 @@ def handler(event, context):
     if event.get("action") == "alloc":
         blob = b"x" * (int(event["mb"]) * 1024 * 1024)
         return {"allocated": len(blob)}
+    if event.get("action") == "syscalls":
+        import ctypes
+        import threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        unshared = libc.unshare(0x10000000)  # CLONE_NEWUSER
+        errno = ctypes.get_errno()
+        ran = []
+        t = threading.Thread(target=lambda: ran.append(True))
+        t.start()
+        t.join()
+        return {"unshare": unshared, "errno": errno, "thread_ran": ran == [True]}
     return {"echo": event, "function": os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
             "uid": os.getuid(), "greeting": os.environ.get("GREETING")}
 "#;
@@ -632,6 +643,16 @@ async fn inside_pull_create_invoke_destroy_leaves_nothing_behind() {
             assert_eq!(info["Labels"]["esb.node"], scope.node.as_str());
             assert_eq!(info["Labels"]["esb.address"], worker.address.as_str());
             assert_eq!(scope.leases().len(), 1, "one address lease");
+            // The seccomp filter: no new user namespace (which needs no
+            // capability), while threads still start (clone3 refused with
+            // ENOSYS, the C library falls back to clone).
+            let (status, body) = invoke(&worker.address, json!({"action": "syscalls"})).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(
+                body,
+                json!({"unshare": -1, "errno": 1, "thread_ran": true}),
+                "unshare(CLONE_NEWUSER) refused with EPERM"
+            );
         }
 
         let listed = backend.list().await.expect("list");

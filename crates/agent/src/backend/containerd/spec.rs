@@ -3,7 +3,8 @@
 //! worker's process (the image's entrypoint and command, the image's and the
 //! Lambda environment), unprivileged (a fixed uid:gid, no capabilities,
 //! `noNewPrivileges`), a read-only root with a writable tmpfs `/tmp`, the
-//! memory limit without swap, CPU proportional to memory, a pids limit, and
+//! memory limit without swap, CPU proportional to memory, a pids limit, a
+//! seccomp filter refusing what Docker's default profile refuses, and
 //! `/etc/resolv.conf` and `/etc/hosts` bound from the node's state
 //! directory. The network namespace is new and empty: CNI configures it
 //! between task create and start.
@@ -95,9 +96,115 @@ pub(super) fn runtime_spec(
             ],
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ]
+            ],
+            "seccomp": seccomp()
         }
     })
+}
+
+/// Syscalls a worker is refused with `EPERM`, as Docker's default profile
+/// refuses them to a container without capabilities: kernel modules and
+/// keyrings, mounts and namespaces, other processes' memory, clocks and
+/// system settings, NUMA policy, BPF, perf and userfaultfd. Names this
+/// kernel or architecture lacks are skipped by runc.
+const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pidfd_getfd",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "query_module",
+    "quotactl",
+    "quotactl_fd",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "sysfs",
+    "_sysctl",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vhangup",
+    "vm86",
+    "vm86old",
+];
+
+/// `clone` flags that make new namespaces (`CLONE_NEWNS`, `CLONE_NEWCGROUP`,
+/// `CLONE_NEWUTS`, `CLONE_NEWIPC`, `CLONE_NEWUSER`, `CLONE_NEWPID`,
+/// `CLONE_NEWNET`): a `clone` with any of them is refused, like `unshare`.
+const NAMESPACE_FLAGS: [u64; 7] = [
+    0x0002_0000,
+    0x0200_0000,
+    0x0400_0000,
+    0x0800_0000,
+    0x1000_0000,
+    0x2000_0000,
+    0x4000_0000,
+];
+
+/// `EPERM` and `ENOSYS`.
+const EPERM: u32 = 1;
+const ENOSYS: u32 = 38;
+
+/// The worker's seccomp filter: everything else allowed (the capabilities
+/// are gone and `noNewPrivileges` is set already), the native architecture
+/// only (another ABI's syscalls are refused). `clone3` answers `ENOSYS`,
+/// as in Docker, since its flags cannot be inspected: the C library then
+/// falls back to `clone`, whose flags can.
+fn seccomp() -> Value {
+    let mut syscalls = vec![
+        json!({ "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM }),
+        json!({ "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS }),
+    ];
+    syscalls.extend(NAMESPACE_FLAGS.iter().map(|flag| {
+        json!({
+            "names": ["clone"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": EPERM,
+            "args": [{ "index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ" }]
+        })
+    }));
+    json!({ "defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls })
 }
 
 /// The image's entrypoint followed by the request's command, or else the
@@ -271,6 +378,23 @@ mod tests {
         assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 25_000);
         assert_eq!(s["linux"]["resources"]["cpu"]["shares"], 148);
         assert_eq!(s["linux"]["cgroupsPath"], "/esb/c1");
+        let seccomp = &s["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
+        let denied: Vec<&str> = seccomp["syscalls"][0]["names"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for name in ["unshare", "setns", "mount", "keyctl", "bpf"] {
+            assert!(denied.contains(&name), "{name} allowed");
+        }
+        let clone_user = seccomp["syscalls"]
+            .as_array()
+            .expect("syscalls")
+            .iter()
+            .any(|r| r["names"] == json!(["clone"]) && r["args"][0]["value"] == 0x1000_0000);
+        assert!(clone_user, "clone(CLONE_NEWUSER) allowed");
         let network = json!({"type": "network"});
         assert!(s["linux"]["namespaces"]
             .as_array()
