@@ -19,7 +19,8 @@
 #   esb-postgres:latest           esb-os-base + Debian's postgresql-15
 #   esb-registry:latest           esb-os-base + Debian's docker-registry
 #   esb-runtime-node:latest       esb-os-base + Debian's containerd, runc, CNI
-#                                 plugins, iptables and dnsmasq (containerd mode)
+#                                 plugins, iptables, dnsmasq and tini (the
+#                                 workers' init; containerd mode)
 #
 # Our binaries (the shim in every function image, the services) are built
 # with `cargo build --release --target x86_64-unknown-linux-musl`. Debian
@@ -429,7 +430,7 @@ main() {
     resolve_debs registry docker-registry
     build_image registry --debs "$DEBS" esb-registry:latest
     resolve_debs runtime-node containerd runc containernetworking-plugins iptables \
-      dnsmasq-base iproute2 procps
+      dnsmasq-base iproute2 procps tini
     build_image runtime-node --debs "$DEBS" esb-runtime-node:latest
   fi
 

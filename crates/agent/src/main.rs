@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use esb_agent::backend::containerd::{CniNetwork, ContainerdBackend, ContainerdConfig};
+use esb_agent::backend::containerd::{
+    CniNetwork, ContainerdBackend, ContainerdConfig, DEFAULT_INIT,
+};
 use esb_agent::backend::docker::{AddressMode, DockerBackend, DockerConfig};
 use esb_agent::settings::{AgentSettings, TlsSettings};
 use esb_agent::{Agent, Backend};
@@ -83,6 +85,10 @@ struct Config {
     /// containerd's node (containerd backend).
     #[arg(long, env = "ESB_NODE_STATE_DIR", default_value = "/var/lib/esb-node")]
     node_state_dir: PathBuf,
+    /// A static init on the node, run as every worker's PID 1; empty: none
+    /// (containerd backend).
+    #[arg(long, env = "ESB_WORKER_INIT", default_value = DEFAULT_INIT)]
+    worker_init: PathBuf,
     /// The Docker daemon's socket.
     #[arg(
         long,
@@ -407,6 +413,13 @@ fn containerd_config(c: &Config, node_id: String) -> anyhow::Result<ContainerdCo
     ctd.worker_dns = c.worker_dns;
     ctd.state_dir = c.node_state_dir.clone();
     ctd.registry_ca = registry_ca;
+    ctd.init = Some(c.worker_init.clone()).filter(|p| !p.as_os_str().is_empty());
+    if let Some(init) = ctd.init.as_ref().filter(|p| !p.is_absolute()) {
+        anyhow::bail!(
+            "ESB_WORKER_INIT: {} is not an absolute path (on the node)",
+            init.display()
+        );
+    }
     Ok(ctd)
 }
 

@@ -59,6 +59,27 @@ def handler(event, context):
         t.start()
         t.join()
         return {"unshare": unshared, "errno": errno, "thread_ran": ran == [True]}
+    if event.get("action") == "orphan":
+        import time
+        child = os.fork()
+        if child == 0:
+            if os.fork() == 0:
+                os._exit(0)  # a zombie, orphaned when its parent exits
+            time.sleep(0.2)
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(0.5)
+        zombies = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        zombies.append(int(pid))
+            except OSError:
+                pass
+        with open("/proc/1/cmdline", "rb") as f:
+            pid1 = f.read().split(b"\0")[0].decode()
+        return {"zombies": zombies, "pid1": pid1}
     return {"echo": event, "function": os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
             "uid": os.getuid(), "greeting": os.environ.get("GREETING")}
 "#;
@@ -272,6 +293,7 @@ impl Harness {
                 "/usr/bin/containerd-shim-runc-v2",
                 "/usr/bin/ctr",
                 "/usr/sbin/runc",
+                "/usr/bin/tini-static",
             ] {
                 args.extend(["-v".to_owned(), format!("{bin}:{bin}:ro")]);
             }
@@ -653,6 +675,10 @@ async fn inside_pull_create_invoke_destroy_leaves_nothing_behind() {
                 json!({"unshare": -1, "errno": 1, "thread_ran": true}),
                 "unshare(CLONE_NEWUSER) refused with EPERM"
             );
+            // The init is PID 1 and reaps orphans.
+            let (status, body) = invoke(&worker.address, json!({"action": "orphan"})).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body, json!({"zombies": [], "pid1": "/sbin/esb-init"}));
         }
 
         let listed = backend.list().await.expect("list");

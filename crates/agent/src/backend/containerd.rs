@@ -95,6 +95,9 @@ const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
 
+/// Debian's static tini on runtime-node: the workers' default init.
+pub const DEFAULT_INIT: &str = "/usr/bin/tini-static";
+
 /// Settings of the containerd backend.
 #[derive(Debug, Clone)]
 pub struct ContainerdConfig {
@@ -139,6 +142,11 @@ pub struct ContainerdConfig {
     pub api_timeout: Duration,
     /// How long a worker has between SIGTERM and SIGKILL on destroy.
     pub stop_grace: Duration,
+    /// A static init, at this path on the node, bound into every worker and
+    /// run as its PID 1 (it reaps orphans and forwards signals, as
+    /// `docker-init` does in docker mode); `None` runs the entrypoint as
+    /// PID 1.
+    pub init: Option<PathBuf>,
 }
 
 impl ContainerdConfig {
@@ -147,7 +155,8 @@ impl ContainerdConfig {
     /// `/etc/esb/cni/esb.conflist` with plugins in `/opt/cni/bin`, DNS
     /// 10.88.0.1, state in `/var/lib/esb-node`, 30 s start timeout, user
     /// 993:993, 256 pids, 512 MB `/tmp`, a floor of 0.25 vCPU, pulls within
-    /// 5 minutes, 2 s stop grace.
+    /// 5 minutes, 2 s stop grace, Debian's `tini-static` as the workers'
+    /// init.
     pub fn new(node_id: impl Into<String>, stack: impl Into<String>) -> Self {
         Self {
             socket: PathBuf::from("/run/containerd/containerd.sock"),
@@ -170,6 +179,7 @@ impl ContainerdConfig {
             pull_timeout: Some(Duration::from_secs(300)),
             api_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(2),
+            init: Some(PathBuf::from(DEFAULT_INIT)),
         }
     }
 }
@@ -701,6 +711,7 @@ impl Containerd {
                 host_millicpus: self.host_millicpus,
                 resolv_conf: &resolv_conf,
                 hosts: &hosts,
+                init: self.config.init.as_deref(),
             },
             &resolved.config,
             spec,

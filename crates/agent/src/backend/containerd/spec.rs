@@ -4,9 +4,9 @@
 //! Lambda environment), unprivileged (a fixed uid:gid, no capabilities,
 //! `noNewPrivileges`), a read-only root with a writable tmpfs `/tmp`, the
 //! memory limit without swap, CPU proportional to memory, a pids limit, a
-//! seccomp filter refusing what Docker's default profile refuses, and
+//! seccomp filter refusing what Docker's default profile refuses,
 //! `/etc/resolv.conf` and `/etc/hosts` bound from the node's state
-//! directory. The network namespace is new and empty: CNI configures it
+//! directory, and the node's init bound in and run as PID 1. The network namespace is new and empty: CNI configures it
 //! between task create and start.
 
 use std::collections::BTreeMap;
@@ -45,7 +45,13 @@ pub(super) struct SpecInput<'a> {
     pub resolv_conf: &'a Path,
     /// See `resolv_conf`.
     pub hosts: &'a Path,
+    /// The init bound to `INIT_PATH` and run as PID 1, in the node's
+    /// filesystem.
+    pub init: Option<&'a Path>,
 }
+
+/// Where a worker sees its init (as `docker-init` is `/sbin/docker-init`).
+pub(super) const INIT_PATH: &str = "/sbin/esb-init";
 
 /// The spec as JSON.
 pub(super) fn runtime_spec(
@@ -61,7 +67,7 @@ pub(super) fn runtime_spec(
         "process": {
             "terminal": false,
             "user": { "uid": uid, "gid": gid },
-            "args": args(image, spec),
+            "args": with_init(input.init, args(image, spec)),
             "env": env(image, spec),
             "cwd": if image.working_dir.is_empty() { "/" } else { image.working_dir.as_str() },
             "capabilities": {
@@ -207,6 +213,17 @@ fn seccomp() -> Value {
     json!({ "defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls })
 }
 
+/// `args` run by the init when there is one (`esb-init -- args...`).
+fn with_init(init: Option<&Path>, args: Vec<String>) -> Vec<String> {
+    match init {
+        Some(_) => [INIT_PATH.to_owned(), "--".to_owned()]
+            .into_iter()
+            .chain(args)
+            .collect(),
+        None => args,
+    }
+}
+
 /// The image's entrypoint followed by the request's command, or else the
 /// image's `Cmd` (Docker's rule).
 fn args(image: &ImageConfig, spec: &CreateWorker) -> Vec<String> {
@@ -241,7 +258,7 @@ fn env(image: &ImageConfig, spec: &CreateWorker) -> Vec<String> {
 }
 
 fn mounts(input: &SpecInput<'_>) -> Value {
-    json!([
+    let mut mounts = json!([
         { "destination": "/proc", "type": "proc", "source": "proc",
           "options": ["nosuid", "noexec", "nodev"] },
         { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -262,7 +279,12 @@ fn mounts(input: &SpecInput<'_>) -> Value {
           "source": input.resolv_conf.to_string_lossy(), "options": ["rbind", "ro", "nosuid", "nodev", "noexec"] },
         { "destination": "/etc/hosts", "type": "bind",
           "source": input.hosts.to_string_lossy(), "options": ["rbind", "ro", "nosuid", "nodev", "noexec"] }
-    ])
+    ]);
+    if let (Some(init), Some(list)) = (input.init, mounts.as_array_mut()) {
+        list.push(json!({ "destination": INIT_PATH, "type": "bind",
+          "source": init.to_string_lossy(), "options": ["rbind", "ro", "nosuid", "nodev"] }));
+    }
+    mounts
 }
 
 /// The worker's hostname: its container id, cut to the kernel's 64 bytes.
@@ -342,11 +364,36 @@ mod tests {
             host_millicpus: 2000,
             resolv_conf: &resolv,
             hosts: &hosts,
+            init: Some(Path::new("/usr/bin/tini-static")),
         };
         let s = runtime_spec(&input, &image(), &worker());
         assert_eq!(s["process"]["user"], json!({"uid": 993, "gid": 993}));
         assert_eq!(
             s["process"]["args"],
+            json!([
+                "/sbin/esb-init",
+                "--",
+                "/usr/local/bin/esb-runtime",
+                "app.handler"
+            ])
+        );
+        let init = s["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/sbin/esb-init")
+            .expect("the init bound in");
+        assert_eq!(init["source"], "/usr/bin/tini-static");
+        let no_init = runtime_spec(
+            &SpecInput {
+                init: None,
+                ..input
+            },
+            &image(),
+            &worker(),
+        );
+        assert_eq!(
+            no_init["process"]["args"],
             json!(["/usr/local/bin/esb-runtime", "app.handler"])
         );
         let env: Vec<&str> = s["process"]["env"]
