@@ -592,23 +592,6 @@ async fn invoke(address: &str, payload: Value) -> (u16, Value) {
     common::invoke(addr, payload).await
 }
 
-async fn next_event_of(
-    events: &mut tokio::sync::broadcast::Receiver<esb_agent::proto::WorkerEvent>,
-    worker_id: &str,
-) -> Option<worker_event::Kind> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = tokio::time::timeout(left, events.recv())
-            .await
-            .expect("a worker event within 30 s")
-            .expect("event");
-        if event.worker_id == worker_id {
-            return event.kind;
-        }
-    }
-}
-
 /// The task's PID as containerd reports it.
 fn task_pid(container_id: &str) -> u32 {
     ctr(&["tasks", "ls"])
@@ -741,7 +724,7 @@ async fn inside_memory_limit_is_enforced_and_the_oom_kill_reported() {
         body.get("allocated").is_none(),
         "allocation succeeded: {status} {body}"
     );
-    let kind = next_event_of(&mut events, "w-oom").await;
+    let kind = common::next_event_of(&mut events, "w-oom").await;
     assert!(
         matches!(kind, Some(worker_event::Kind::OomKilled(_))),
         "{kind:?}"
@@ -763,7 +746,7 @@ async fn inside_an_exit_is_reported_and_the_worker_removed() {
     let mut events = backend.events();
     let worker = backend.create(scope.spec("w-exit")).await.expect("create");
     ctr(&["tasks", "kill", "-s", "SIGKILL", &worker.backend_id]);
-    let kind = next_event_of(&mut events, "w-exit").await;
+    let kind = common::next_event_of(&mut events, "w-exit").await;
     assert!(
         matches!(kind, Some(worker_event::Kind::Exited(ref e)) if e.exit_code == 137),
         "{kind:?}"
@@ -866,12 +849,7 @@ async fn inside_a_worker_that_exits_at_start_fails_with_its_logs_and_leaves_noth
     spec.env
         .insert("ESB_INVOKE_ADDR".into(), "not-an-address".into());
     let err = backend.create(spec).await.expect_err("start failure");
-    let BackendError::StartFailed { reason, logs, .. } = &err else {
-        panic!("expected StartFailed, got {err:?}");
-    };
-    assert!(reason.contains("exited with code"), "{reason}");
-    assert!(!logs.is_empty(), "no log lines captured");
-    assert_eq!(err.to_wire().code(), ErrorCode::StartFailed);
+    common::assert_exited_at_start(&err);
     scope.assert_nothing_left();
 
     let mut spec = scope.spec("w-missing");

@@ -16,7 +16,6 @@ use esb_agent::backend::docker::{AddressMode, DockerBackend, DockerConfig};
 use esb_agent::proto::{worker_event, CreateWorker, ErrorCode, WorkerState};
 use esb_agent::{Backend, BackendError};
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 const BASE_IMAGE: &str = "esb-lambda-python:3.11";
 const TEST_IMAGE: &str = "esb-agent-test-python:latest";
@@ -243,17 +242,7 @@ async fn memory_limit_is_enforced_and_the_oom_kill_reported() {
         "allocation succeeded: {status} {body}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let kind = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = tokio::time::timeout(left, events.recv())
-            .await
-            .expect("a worker event within 30 s")
-            .expect("event");
-        if event.worker_id == "w-oom" {
-            break event.kind;
-        }
-    };
+    let kind = common::next_event_of(&mut events, "w-oom").await;
     eprintln!("worker event after the allocation: {kind:?}");
     assert!(
         matches!(
@@ -414,12 +403,7 @@ async fn a_worker_that_exits_at_start_fails_with_its_logs_and_is_removed() {
     spec.env
         .insert("ESB_INVOKE_ADDR".into(), "not-an-address".into());
     let err = backend.create(spec).await.expect_err("start failure");
-    let BackendError::StartFailed { reason, logs, .. } = &err else {
-        panic!("expected StartFailed, got {err:?}");
-    };
-    assert!(reason.contains("exited with code"), "{reason}");
-    assert!(!logs.is_empty(), "no log lines captured");
-    assert_eq!(err.to_wire().code(), ErrorCode::StartFailed);
+    common::assert_exited_at_start(&err);
     assert!(
         scope.containers().is_empty(),
         "a failed worker was left behind"
