@@ -14,7 +14,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use esb_contracts::agent::{
-    CreateWorker, Error as WireError, ErrorCode, RuntimeKind, Worker, WorkerEvent, WorkerMetrics,
+    worker_event, CreateWorker, Error as WireError, ErrorCode, Exited, OomKilled, RuntimeKind,
+    Worker, WorkerEvent, WorkerMetrics,
 };
 use tokio::sync::broadcast;
 
@@ -320,6 +321,56 @@ pub(crate) async fn started(
     }
 }
 
+/// What a backend's event watcher saw happen to a worker.
+pub(crate) enum Seen {
+    /// The kernel killed a process of the worker for its memory limit.
+    OomKill,
+    /// The worker's init process exited with this code.
+    Exit(i32),
+}
+
+/// Counts an OOM kill and sends the worker event for what was seen, unless
+/// the worker's create or removal under way owns it (a start failure is the
+/// create's error, a removal expects the exit). No subscriber (no session
+/// right now) is fine: the next Register lists the workers that are left.
+/// True when an exit was sent: the caller removes the worker.
+pub(crate) fn publish_seen(
+    marks: &marks::MarkTable,
+    events: &broadcast::Sender<WorkerEvent>,
+    worker_id: &str,
+    function: String,
+    seen: Seen,
+) -> bool {
+    let owned_elsewhere = {
+        let mut marks = marks.lock();
+        if matches!(seen, Seen::OomKill) {
+            *marks.oom_kills.entry(worker_id.to_owned()).or_default() += 1;
+        }
+        marks.starting.contains(worker_id) || marks.removing.contains(worker_id)
+    };
+    let kind = match seen {
+        Seen::OomKill => {
+            tracing::warn!(worker = %worker_id, function = %function, "worker hit its memory limit (OOM kill)");
+            worker_event::Kind::OomKilled(OomKilled {})
+        }
+        Seen::Exit(_) if owned_elsewhere => return false,
+        Seen::Exit(exit_code) => {
+            tracing::info!(worker = %worker_id, function = %function, exit_code, "worker exited");
+            worker_event::Kind::Exited(Exited { exit_code })
+        }
+    };
+    if owned_elsewhere {
+        return false;
+    }
+    let exited = matches!(kind, worker_event::Kind::Exited(_));
+    let _ = events.send(WorkerEvent {
+        worker_id: worker_id.to_owned(),
+        function,
+        kind: Some(kind),
+    });
+    exited
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -380,5 +431,66 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::Backend);
         assert!(!e.message.contains("secret"), "{}", e.message);
         assert!(e.message.contains("w2"));
+    }
+
+    #[test]
+    fn what_a_watcher_sees_is_published_unless_a_create_or_removal_owns_it() {
+        let marks = marks::MarkTable::default();
+        let (events, mut received) = broadcast::channel(8);
+        assert!(publish_seen(
+            &marks,
+            &events,
+            "w1",
+            "f".into(),
+            Seen::Exit(3)
+        ));
+        let event = received.try_recv().expect("exit published");
+        assert_eq!(
+            event.kind,
+            Some(worker_event::Kind::Exited(Exited { exit_code: 3 }))
+        );
+        assert!(!publish_seen(
+            &marks,
+            &events,
+            "w1",
+            "f".into(),
+            Seen::OomKill
+        ));
+        assert!(received.try_recv().is_ok(), "OOM kill published");
+
+        marks.lock().starting.insert("w2".into());
+        assert!(!publish_seen(
+            &marks,
+            &events,
+            "w2",
+            "f".into(),
+            Seen::OomKill
+        ));
+        assert!(!publish_seen(
+            &marks,
+            &events,
+            "w2",
+            "f".into(),
+            Seen::Exit(1)
+        ));
+        marks.lock().removing.insert("w3".into());
+        assert!(!publish_seen(
+            &marks,
+            &events,
+            "w3",
+            "f".into(),
+            Seen::Exit(0)
+        ));
+        assert!(
+            received.try_recv().is_err(),
+            "nothing published for owned workers"
+        );
+        let counted = marks.lock().oom_kills.clone();
+        assert_eq!(counted.get("w1"), Some(&1));
+        assert_eq!(
+            counted.get("w2"),
+            Some(&1),
+            "counted even when not published"
+        );
     }
 }

@@ -10,12 +10,12 @@ use super::api::events::events_client::EventsClient;
 use super::api::events::SubscribeRequest;
 use super::api::task_events::{TaskExit, TaskOom};
 use super::api::types::Envelope;
-use esb_contracts::agent::{worker_event, Exited, OomKilled, WorkerEvent};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 
 use super::{label, BackendError, Containerd};
+use crate::backend::{publish_seen, Seen};
 
 const TOPIC_EXIT: &str = "/tasks/exit";
 const TOPIC_OOM: &str = "/tasks/oom";
@@ -77,41 +77,11 @@ impl Containerd {
             return;
         }
         let function = labels.get(label::FUNCTION).cloned().unwrap_or_default();
-        let kind = match exit_status {
-            None => {
-                let reported = {
-                    let mut marks = self.marks();
-                    *marks.oom_kills.entry(worker_id.clone()).or_default() += 1;
-                    // A worker still starting fails its create instead.
-                    !marks.removing.contains(&worker_id) && !marks.starting.contains(&worker_id)
-                };
-                tracing::warn!(worker = %worker_id, function = %function, "worker hit its memory limit (OOM kill)");
-                reported.then_some(worker_event::Kind::OomKilled(OomKilled {}))
-            }
-            Some(code) => {
-                let owned_elsewhere = {
-                    let marks = self.marks();
-                    marks.starting.contains(&worker_id) || marks.removing.contains(&worker_id)
-                };
-                if owned_elsewhere {
-                    None
-                } else {
-                    let exit_code = i32::try_from(code).unwrap_or(-1);
-                    tracing::info!(worker = %worker_id, function = %function, exit_code, "worker exited");
-                    Some(worker_event::Kind::Exited(Exited { exit_code }))
-                }
-            }
+        let seen = match exit_status {
+            None => Seen::OomKill,
+            Some(code) => Seen::Exit(i32::try_from(code).unwrap_or(-1)),
         };
-        let Some(kind) = kind else { return };
-        let exited = matches!(kind, worker_event::Kind::Exited(_));
-        // No subscriber (no session right now) is fine: the next Register
-        // lists the workers that are left.
-        let _ = self.events.send(WorkerEvent {
-            worker_id: worker_id.clone(),
-            function,
-            kind: Some(kind),
-        });
-        if exited {
+        if publish_seen(&self.marks, &self.events, &worker_id, function, seen) {
             if let Err(e) = self.remove_worker(&container_id, &worker_id).await {
                 tracing::warn!(worker = %worker_id, error = %crate::connection::Chain(&e), "cannot remove an exited worker");
             }

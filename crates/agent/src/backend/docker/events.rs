@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptionsBuilder;
-use esb_contracts::agent::{worker_event, Exited, OomKilled, WorkerEvent};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{label, Inner};
+use crate::backend::{publish_seen, Seen};
 
 /// Follows the daemon's events for this node's containers until `stop`,
 /// resubscribing (from the last event seen) when the stream breaks.
@@ -73,51 +73,23 @@ impl Inner {
         };
         let function = attributes.get(label::FUNCTION).cloned().unwrap_or_default();
         let container = actor.id.unwrap_or_default();
-        let kind = match event.action.as_deref() {
-            Some("oom") => {
-                let reported = {
-                    let mut marks = self.marks();
-                    *marks.oom_kills.entry(worker_id.clone()).or_default() += 1;
-                    // A worker still starting fails its create instead.
-                    !marks.removing.contains(&worker_id) && !marks.starting.contains(&worker_id)
-                };
-                tracing::warn!(worker = %worker_id, function = %function, "worker hit its memory limit (OOM kill)");
-                reported.then_some(worker_event::Kind::OomKilled(OomKilled {}))
-            }
-            Some("die") => {
-                let owned_elsewhere = {
-                    let marks = self.marks();
-                    marks.starting.contains(&worker_id) || marks.removing.contains(&worker_id)
-                };
-                if owned_elsewhere {
-                    None
-                } else {
-                    let exit_code = attributes
-                        .get("exitCode")
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(-1);
-                    tracing::info!(worker = %worker_id, function = %function, exit_code, "worker exited");
-                    Some(worker_event::Kind::Exited(Exited { exit_code }))
-                }
-            }
+        let seen = match event.action.as_deref() {
+            Some("oom") => Seen::OomKill,
+            Some("die") => Seen::Exit(
+                attributes
+                    .get("exitCode")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(-1),
+            ),
             Some("destroy") => {
                 let mut marks = self.marks();
                 marks.removing.remove(&worker_id);
                 marks.oom_kills.remove(&worker_id);
-                None
+                return;
             }
-            _ => None,
+            _ => return,
         };
-        let Some(kind) = kind else { return };
-        let exited = matches!(kind, worker_event::Kind::Exited(_));
-        // No subscriber (no session right now) is fine: the next Register
-        // lists the workers that are left.
-        let _ = self.events.send(WorkerEvent {
-            worker_id: worker_id.clone(),
-            function,
-            kind: Some(kind),
-        });
-        if exited {
+        if publish_seen(&self.marks, &self.events, &worker_id, function, seen) {
             if let Err(e) = self.remove_container(&container, &worker_id).await {
                 tracing::warn!(worker = %worker_id, error = %crate::connection::Chain(&e), "cannot remove an exited worker");
             }
