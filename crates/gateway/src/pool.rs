@@ -112,6 +112,18 @@ struct PoolState {
     busy: usize,
 }
 
+impl PoolState {
+    /// Takes the worker out of the idle list (and the total) if it is
+    /// there; whether it was.
+    fn remove_idle(&mut self, worker_id: &str) -> bool {
+        let before = self.idle.len();
+        self.idle.retain(|i| i.worker.id != worker_id);
+        let removed = before - self.idle.len();
+        self.total -= removed;
+        removed > 0
+    }
+}
+
 #[derive(Debug, Default)]
 struct Breaker {
     failures: u32,
@@ -666,14 +678,7 @@ impl Pools {
             self.destroy(worker);
             return;
         };
-        let idle = {
-            let mut state = pool.lock();
-            let before = state.idle.len();
-            state.idle.retain(|i| i.worker.id != worker_id);
-            let removed = before - state.idle.len();
-            state.total -= removed;
-            removed > 0
-        };
+        let idle = pool.lock().remove_idle(worker_id);
         if idle {
             pool.returned.notify_one();
             self.destroy(worker);
@@ -691,14 +696,9 @@ impl Pools {
         let Some(worker) = self.lock_workers().get(worker_id).cloned() else {
             return;
         };
-        let idle = self.pool(&worker.function).is_some_and(|pool| {
-            let mut state = pool.lock();
-            let before = state.idle.len();
-            state.idle.retain(|i| i.worker.id != worker_id);
-            let removed = before - state.idle.len();
-            state.total -= removed;
-            removed > 0
-        });
+        let idle = self
+            .pool(&worker.function)
+            .is_some_and(|pool| pool.lock().remove_idle(worker_id));
         if idle {
             self.lost(worker_id);
         } else {
@@ -715,15 +715,8 @@ impl Pools {
         worker.alive.store(false, Ordering::SeqCst);
         worker.node.release(worker.memory_mb);
         if let Some(pool) = self.pool(&worker.function) {
-            let removed = {
-                let mut state = pool.lock();
-                let before = state.idle.len();
-                state.idle.retain(|i| i.worker.id != worker_id);
-                let removed = before - state.idle.len();
-                state.total -= removed;
-                removed
-            };
-            if removed > 0 {
+            let removed = pool.lock().remove_idle(worker_id);
+            if removed {
                 pool.returned.notify_one();
             }
         }
