@@ -172,6 +172,18 @@ impl Registry {
         Ok(response)
     }
 
+    /// A whole (small) response body.
+    async fn get_bytes(&self, url: &str, accept: &str) -> Result<Bytes, RegistryError> {
+        self.get(url, accept)
+            .await?
+            .bytes()
+            .await
+            .map_err(|source| RegistryError::Http {
+                url: url.to_owned(),
+                source,
+            })
+    }
+
     /// The manifest `reference` (a tag or digest) of `image`, accepting
     /// `media_types`: its bytes and digest.
     pub async fn manifest(
@@ -181,15 +193,7 @@ impl Registry {
         media_types: &[&str],
     ) -> Result<(Bytes, String), RegistryError> {
         let url = self.url(image, "manifests", reference);
-        let bytes = self
-            .get(&url, &media_types.join(", "))
-            .await?
-            .bytes()
-            .await
-            .map_err(|source| RegistryError::Http {
-                url: url.clone(),
-                source,
-            })?;
+        let bytes = self.get_bytes(&url, &media_types.join(", ")).await?;
         let digest = sha256_digest(&bytes);
         if reference.starts_with("sha256:") && reference != digest {
             return Err(RegistryError::Digest {
@@ -203,15 +207,7 @@ impl Registry {
     /// A small blob (a config), checked against its digest.
     pub async fn blob(&self, image: &ImageRef, digest: &str) -> Result<Bytes, RegistryError> {
         let url = self.url(image, "blobs", digest);
-        let bytes = self
-            .get(&url, "*/*")
-            .await?
-            .bytes()
-            .await
-            .map_err(|source| RegistryError::Http {
-                url: url.clone(),
-                source,
-            })?;
+        let bytes = self.get_bytes(&url, "*/*").await?;
         if sha256_digest(&bytes) != digest {
             return Err(RegistryError::Digest {
                 url,
