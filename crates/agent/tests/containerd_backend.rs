@@ -61,14 +61,19 @@ def handler(event, context):
         return {"unshare": unshared, "errno": errno, "thread_ran": ran == [True]}
     if event.get("action") == "orphan":
         import time
+        read_end, write_end = os.pipe()
         child = os.fork()
         if child == 0:
-            if os.fork() == 0:
-                os._exit(0)  # a zombie, orphaned when its parent exits
-            time.sleep(0.2)
-            os._exit(0)
+            grandchild = os.fork()
+            if grandchild == 0:
+                os._exit(0)
+            os.write(write_end, str(grandchild).encode())
+            os._exit(0)  # the grandchild is orphaned: PID 1 must reap it
         os.waitpid(child, 0)
-        time.sleep(0.5)
+        grandchild = int(os.read(read_end, 32))
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{grandchild}") and time.monotonic() < deadline:
+            time.sleep(0.02)
         zombies = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
